@@ -1,0 +1,353 @@
+//! Immutable on-disk blocks: the samples of a time range, persisted from the
+//! head or merged by compaction.
+//!
+//! A block is a directory with three files, written to a temporary name and
+//! renamed into place, so a block either exists completely or not at all:
+//! - `chunks`: compressed chunks back to back, each followed by its crc32;
+//! - `index`: every series' labels and chunk references, with a crc32;
+//! - `meta`: the time range and counts, as `key=value` lines.
+//!
+//! Opening a block reads its index into memory (labels and postings); chunk
+//! bytes stay on disk and are read on demand.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use sonde_model::{Labels, Matcher, Sample};
+
+use crate::chunk::{ChunkEncoder, ChunkIter, SAMPLES_PER_CHUNK};
+use crate::head::select_postings;
+use crate::wal::{put_str, put_uvarint, sync_dir, unzigzag, zigzag, Reader};
+use crate::{Error, Result};
+
+const INDEX_MAGIC: &[u8] = b"SONDEIX1";
+
+#[derive(Debug, Clone, Copy)]
+struct ChunkRef {
+    min_t: i64,
+    max_t: i64,
+    offset: u64,
+    len: u32,
+}
+
+struct BlockSeries {
+    labels: Labels,
+    chunks: Vec<ChunkRef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockMeta {
+    pub min_t: i64,
+    /// Exclusive.
+    pub max_t: i64,
+    pub num_series: u64,
+    pub num_samples: u64,
+    /// 1 for a block cut from the head; merged blocks have the highest level
+    /// of their sources plus one.
+    pub level: u32,
+}
+
+pub struct Block {
+    pub dir: PathBuf,
+    pub meta: BlockMeta,
+    pub bytes: u64,
+    series: Vec<BlockSeries>,
+    postings: HashMap<String, BTreeMap<String, Vec<u64>>>,
+    chunks: File,
+}
+
+/// Writes a block; series must be added in label order, each once.
+pub struct BlockWriter {
+    tmp: PathBuf,
+    final_dir: PathBuf,
+    chunks: BufWriter<File>,
+    offset: u64,
+    index: Vec<u8>,
+    meta: BlockMeta,
+}
+
+impl BlockWriter {
+    pub fn create(blocks_dir: &Path, min_t: i64, max_t: i64, level: u32) -> Result<BlockWriter> {
+        let name = format!("{min_t:020}-{max_t:020}-l{level}");
+        let tmp = blocks_dir.join(format!("{name}.tmp"));
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        fs::create_dir_all(&tmp)?;
+        let chunks = BufWriter::with_capacity(1 << 20, File::create(tmp.join("chunks"))?);
+        let mut index = Vec::with_capacity(1 << 16);
+        index.extend_from_slice(INDEX_MAGIC);
+        Ok(BlockWriter {
+            tmp,
+            final_dir: blocks_dir.join(name),
+            chunks,
+            offset: 0,
+            index,
+            meta: BlockMeta {
+                min_t,
+                max_t,
+                num_series: 0,
+                num_samples: 0,
+                level,
+            },
+        })
+    }
+
+    /// Adds a series with its samples (sorted, unique timestamps, all inside
+    /// the block's range). Series without samples are skipped.
+    pub fn add_series(&mut self, labels: &Labels, samples: &[Sample]) -> Result<()> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let mut refs = Vec::with_capacity(samples.len() / SAMPLES_PER_CHUNK as usize + 1);
+        for part in samples.chunks(SAMPLES_PER_CHUNK as usize) {
+            let mut enc = ChunkEncoder::new();
+            for s in part {
+                enc.append(s.t, s.v);
+            }
+            let bytes = enc.bytes();
+            self.chunks.write_all(&bytes)?;
+            self.chunks.write_all(&crc32fast::hash(&bytes).to_le_bytes())?;
+            refs.push(ChunkRef {
+                min_t: enc.min_t(),
+                max_t: enc.max_t(),
+                offset: self.offset,
+                len: bytes.len() as u32,
+            });
+            self.offset += bytes.len() as u64 + 4;
+        }
+        put_uvarint(&mut self.index, labels.len() as u64);
+        for l in labels.iter() {
+            put_str(&mut self.index, &l.name);
+            put_str(&mut self.index, &l.value);
+        }
+        put_uvarint(&mut self.index, refs.len() as u64);
+        for r in &refs {
+            put_uvarint(&mut self.index, zigzag(r.min_t));
+            put_uvarint(&mut self.index, (r.max_t - r.min_t) as u64);
+            put_uvarint(&mut self.index, r.offset);
+            put_uvarint(&mut self.index, r.len as u64);
+        }
+        self.meta.num_series += 1;
+        self.meta.num_samples += samples.len() as u64;
+        Ok(())
+    }
+
+    /// Makes the block durable and visible. Returns `None` if it is empty.
+    pub fn finish(mut self) -> Result<Option<Block>> {
+        if self.meta.num_series == 0 {
+            drop(self.chunks);
+            fs::remove_dir_all(&self.tmp)?;
+            return Ok(None);
+        }
+        self.chunks.flush()?;
+        self.chunks.get_ref().sync_all()?;
+        let crc = crc32fast::hash(&self.index);
+        self.index.extend_from_slice(&crc.to_le_bytes());
+        write_synced(&self.tmp.join("index"), &self.index)?;
+        let m = &self.meta;
+        let meta = format!(
+            "min_t={}\nmax_t={}\nnum_series={}\nnum_samples={}\nlevel={}\n",
+            m.min_t, m.max_t, m.num_series, m.num_samples, m.level
+        );
+        write_synced(&self.tmp.join("meta"), meta.as_bytes())?;
+        sync_dir(&self.tmp)?;
+        if self.final_dir.exists() {
+            fs::remove_dir_all(&self.final_dir)?;
+        }
+        fs::rename(&self.tmp, &self.final_dir)?;
+        if let Some(parent) = self.final_dir.parent() {
+            sync_dir(parent)?;
+        }
+        Block::open(&self.final_dir).map(Some)
+    }
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+impl Block {
+    pub fn open(dir: &Path) -> Result<Block> {
+        let corrupt = |what: &str| Error::Corrupt(format!("block {}: {what}", dir.display()));
+        let meta = parse_meta(&fs::read_to_string(dir.join("meta"))?).ok_or_else(|| corrupt("bad meta"))?;
+        let index = fs::read(dir.join("index"))?;
+        if index.len() < INDEX_MAGIC.len() + 4 || !index.starts_with(INDEX_MAGIC) {
+            return Err(corrupt("bad index header"));
+        }
+        let (body, crc) = index.split_at(index.len() - 4);
+        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().unwrap_or_default()) {
+            return Err(corrupt("index checksum mismatch"));
+        }
+        let mut r = Reader {
+            p: body,
+            pos: INDEX_MAGIC.len(),
+        };
+        let mut series = Vec::with_capacity(meta.num_series as usize);
+        let mut postings: HashMap<String, BTreeMap<String, Vec<u64>>> = HashMap::new();
+        while r.pos < body.len() {
+            let s = read_series(&mut r).ok_or_else(|| corrupt("bad series entry"))?;
+            let id = series.len() as u64;
+            for l in s.labels.iter() {
+                postings
+                    .entry(l.name.clone())
+                    .or_default()
+                    .entry(l.value.clone())
+                    .or_default()
+                    .push(id);
+            }
+            series.push(s);
+        }
+        let chunks = File::open(dir.join("chunks"))?;
+        let bytes = fs::read_dir(dir)?
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        Ok(Block {
+            dir: dir.to_path_buf(),
+            meta,
+            bytes,
+            series,
+            postings,
+            chunks,
+        })
+    }
+
+    fn matching_ids(&self, matchers: &[Matcher]) -> Vec<u64> {
+        select_postings(&self.postings, matchers, || (0..self.series.len() as u64).collect())
+            .into_iter()
+            .filter(|&id| {
+                self.series
+                    .get(id as usize)
+                    .is_some_and(|s| matchers.iter().all(|m| m.matches(&s.labels)))
+            })
+            .collect()
+    }
+
+    /// Series matching `matchers` with their samples in `[mint, maxt]`.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<(Labels, Vec<Sample>)>> {
+        let mut out = Vec::new();
+        for id in self.matching_ids(matchers) {
+            let s = &self.series[id as usize];
+            let samples = self.read_samples(s, mint, maxt)?;
+            if !samples.is_empty() {
+                out.push((s.labels.clone(), samples));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Label sets of series matching `matchers` (no sample reads).
+    pub fn series_labels(&self, matchers: &[Matcher]) -> Vec<Labels> {
+        self.matching_ids(matchers)
+            .into_iter()
+            .map(|id| self.series[id as usize].labels.clone())
+            .collect()
+    }
+
+    fn read_samples(&self, s: &BlockSeries, mint: i64, maxt: i64) -> Result<Vec<Sample>> {
+        let mut out = Vec::new();
+        for c in s.chunks.iter().filter(|c| c.max_t >= mint && c.min_t <= maxt) {
+            let mut buf = vec![0u8; c.len as usize + 4];
+            self.chunks.read_exact_at(&mut buf, c.offset)?;
+            let (bytes, crc) = buf.split_at(c.len as usize);
+            if crc32fast::hash(bytes) != u32::from_le_bytes(crc.try_into().unwrap_or_default()) {
+                return Err(Error::Corrupt(format!(
+                    "block {}: chunk at offset {} fails its checksum",
+                    self.dir.display(),
+                    c.offset
+                )));
+            }
+            out.extend(ChunkIter::new(bytes).filter(|x| x.t >= mint && x.t <= maxt));
+        }
+        Ok(out)
+    }
+
+    /// Every series' labels, in block order (the order `samples_of` takes).
+    pub fn series_labels_ref(&self) -> Vec<&Labels> {
+        self.series.iter().map(|s| &s.labels).collect()
+    }
+
+    /// All samples of the series at position `i`, for compaction.
+    pub fn samples_of(&self, i: usize) -> Result<Vec<Sample>> {
+        match self.series.get(i) {
+            Some(s) => self.read_samples(s, i64::MIN, i64::MAX),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+fn read_series(r: &mut Reader<'_>) -> Option<BlockSeries> {
+    let n = r.uvarint()? as usize;
+    let mut pairs = Vec::with_capacity(n.min(256));
+    for _ in 0..n {
+        pairs.push((r.string()?, r.string()?));
+    }
+    let nc = r.uvarint()? as usize;
+    let mut chunks = Vec::with_capacity(nc.min(1 << 16));
+    for _ in 0..nc {
+        let min_t = unzigzag(r.uvarint()?);
+        let span = r.uvarint()? as i64;
+        chunks.push(ChunkRef {
+            min_t,
+            max_t: min_t.wrapping_add(span),
+            offset: r.uvarint()?,
+            len: u32::try_from(r.uvarint()?).ok()?,
+        });
+    }
+    Some(BlockSeries {
+        labels: Labels::from_pairs(pairs),
+        chunks,
+    })
+}
+
+fn parse_meta(text: &str) -> Option<BlockMeta> {
+    let mut kv = HashMap::new();
+    for line in text.lines() {
+        let (k, v) = line.split_once('=')?;
+        kv.insert(k.trim(), v.trim());
+    }
+    Some(BlockMeta {
+        min_t: kv.get("min_t")?.parse().ok()?,
+        max_t: kv.get("max_t")?.parse().ok()?,
+        num_series: kv.get("num_series")?.parse().ok()?,
+        num_samples: kv.get("num_samples")?.parse().ok()?,
+        level: kv.get("level")?.parse().ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_roundtrips_and_detects_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = BlockWriter::create(dir.path(), 0, 1_000_000, 1).unwrap();
+        let a = Labels::from_pairs([("__name__", "cpu"), ("host", "a")]);
+        let b = Labels::from_pairs([("__name__", "cpu"), ("host", "b")]);
+        let samples: Vec<Sample> = (0..500).map(|i| Sample { t: i * 1000, v: i as f64 / 3.0 }).collect();
+        w.add_series(&a, &samples).unwrap();
+        w.add_series(&b, &samples[..10]).unwrap();
+        let block = w.finish().unwrap().unwrap();
+        assert_eq!(block.meta.num_samples, 510);
+        let got = block.select(&[Matcher::equal("host", "a")], 100_000, 199_000).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, samples[100..200].to_vec());
+        let reopened = Block::open(&block.dir).unwrap();
+        assert_eq!(reopened.select(&[Matcher::equal("__name__", "cpu")], 0, 5000).unwrap().len(), 2);
+
+        let chunks = block.dir.join("chunks");
+        let mut data = fs::read(&chunks).unwrap();
+        data[10] ^= 0xff;
+        fs::write(&chunks, data).unwrap();
+        let err = Block::open(&block.dir).unwrap().select(&[Matcher::equal("host", "a")], 0, 1000).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+    }
+}

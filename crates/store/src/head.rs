@@ -1,0 +1,530 @@
+//! The head: recent samples of every active series, in memory, as compressed
+//! chunks, with an inverted index (label pair to postings) for selection.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use sonde_model::{Labels, Matcher, Sample, METRIC_NAME};
+
+use crate::chunk::{ChunkEncoder, ChunkIter};
+
+/// Out-of-order samples are buffered raw up to this many before being sorted
+/// and compressed into a chunk of their own.
+const OOO_BUFFER: usize = 32;
+
+#[derive(Debug)]
+pub(crate) struct ClosedChunk {
+    pub min_t: i64,
+    pub max_t: i64,
+    pub bytes: Box<[u8]>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SeriesData {
+    closed: Vec<ClosedChunk>,
+    open: ChunkEncoder,
+    ooo_buf: Vec<Sample>,
+    ooo_chunks: Vec<ClosedChunk>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppendOutcome {
+    Appended,
+    /// Same timestamp and value as an existing sample: idempotent.
+    Duplicate,
+    /// Same timestamp as the latest sample but another value: dropped.
+    Conflict,
+    /// Older than the out-of-order window allows.
+    TooOld,
+}
+
+impl SeriesData {
+    fn new() -> SeriesData {
+        SeriesData {
+            open: ChunkEncoder::new(),
+            ..SeriesData::default()
+        }
+    }
+
+    pub fn max_t(&self) -> Option<i64> {
+        if self.open.count() > 0 {
+            Some(self.open.max_t())
+        } else {
+            self.closed.last().map(|c| c.max_t)
+        }
+    }
+
+    pub fn append(&mut self, t: i64, v: f64, min_ooo_t: i64) -> AppendOutcome {
+        // The open chunk is only empty before the first in-order sample: a
+        // full chunk is replaced by a new one holding the next sample.
+        let last = (self.open.count() > 0).then(|| (self.open.max_t(), self.open.last_v()));
+        match last {
+            Some((max_t, last_v)) if t == max_t => {
+                if last_v.to_bits() == v.to_bits() {
+                    AppendOutcome::Duplicate
+                } else {
+                    AppendOutcome::Conflict
+                }
+            }
+            Some((max_t, _)) if t < max_t => {
+                if t < min_ooo_t {
+                    return AppendOutcome::TooOld;
+                }
+                // Re-delivered batches (retries, Kafka replays) must not pile
+                // up: an out-of-order sample is checked against stored ones.
+                if let Some(existing) = self.find(t) {
+                    return if existing.to_bits() == v.to_bits() {
+                        AppendOutcome::Duplicate
+                    } else {
+                        AppendOutcome::Conflict
+                    };
+                }
+                self.ooo_buf.push(Sample { t, v });
+                if self.ooo_buf.len() >= OOO_BUFFER {
+                    self.compress_ooo();
+                }
+                AppendOutcome::Appended
+            }
+            _ => {
+                if self.open.is_full() {
+                    let full = std::mem::replace(&mut self.open, ChunkEncoder::new());
+                    self.closed.push(ClosedChunk {
+                        min_t: full.min_t(),
+                        max_t: full.max_t(),
+                        bytes: full.bytes().into_boxed_slice(),
+                    });
+                }
+                self.open.append(t, v);
+                AppendOutcome::Appended
+            }
+        }
+    }
+
+    /// The stored value at exactly `t`, if any.
+    fn find(&self, t: i64) -> Option<f64> {
+        let in_chunk = |c: &ClosedChunk| {
+            if c.min_t <= t && t <= c.max_t {
+                ChunkIter::new(&c.bytes).find(|s| s.t == t).map(|s| s.v)
+            } else {
+                None
+            }
+        };
+        if self.open.count() > 0 && self.open.min_t() <= t {
+            return self.open.iter().find(|s| s.t == t).map(|s| s.v);
+        }
+        let i = self.closed.partition_point(|c| c.max_t < t);
+        self.closed
+            .get(i)
+            .and_then(in_chunk)
+            .or_else(|| self.ooo_buf.iter().find(|s| s.t == t).map(|s| s.v))
+            .or_else(|| self.ooo_chunks.iter().find_map(in_chunk))
+    }
+
+    fn compress_ooo(&mut self) {
+        self.ooo_buf.sort_by_key(|s| s.t);
+        self.ooo_buf.dedup_by_key(|s| s.t);
+        let mut enc = ChunkEncoder::new();
+        for s in self.ooo_buf.drain(..) {
+            enc.append(s.t, s.v);
+        }
+        self.ooo_chunks.push(ClosedChunk {
+            min_t: enc.min_t(),
+            max_t: enc.max_t(),
+            bytes: enc.bytes().into_boxed_slice(),
+        });
+    }
+
+    /// Samples in `[mint, maxt]`, sorted, one per timestamp (in-order data
+    /// wins over an out-of-order duplicate).
+    pub fn samples(&self, mint: i64, maxt: i64) -> Vec<Sample> {
+        let in_range = |s: &Sample| s.t >= mint && s.t <= maxt;
+        let mut out: Vec<Sample> = Vec::new();
+        for c in self.closed.iter().filter(|c| c.max_t >= mint && c.min_t <= maxt) {
+            out.extend(ChunkIter::new(&c.bytes).filter(in_range));
+        }
+        if self.open.count() > 0 && self.open.max_t() >= mint && self.open.min_t() <= maxt {
+            out.extend(self.open.iter().filter(in_range));
+        }
+        let has_ooo = !self.ooo_buf.is_empty() || !self.ooo_chunks.is_empty();
+        if has_ooo {
+            let mut ooo: Vec<Sample> = self.ooo_buf.iter().copied().filter(in_range).collect();
+            for c in self.ooo_chunks.iter().filter(|c| c.max_t >= mint && c.min_t <= maxt) {
+                ooo.extend(ChunkIter::new(&c.bytes).filter(in_range));
+            }
+            if !ooo.is_empty() {
+                out.extend(ooo);
+                // Stable: in-order samples come first and win the dedup.
+                out.sort_by_key(|s| s.t);
+                out.dedup_by_key(|s| s.t);
+            }
+        }
+        out
+    }
+
+    /// Removes and returns every sample before `t`, re-encoding the rest.
+    pub fn split_off_before(&mut self, t: i64) -> Vec<Sample> {
+        let all = self.samples(i64::MIN, i64::MAX);
+        let idx = all.partition_point(|s| s.t < t);
+        *self = SeriesData::new();
+        for s in &all[idx..] {
+            self.append(s.t, s.v, i64::MIN);
+        }
+        let mut all = all;
+        all.truncate(idx);
+        all
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.count() == 0 && self.closed.is_empty() && self.ooo_buf.is_empty() && self.ooo_chunks.is_empty()
+    }
+
+    pub fn min_t(&self) -> Option<i64> {
+        let in_order = self
+            .closed
+            .first()
+            .map(|c| c.min_t)
+            .or((self.open.count() > 0).then(|| self.open.min_t()));
+        let ooo = self
+            .ooo_chunks
+            .iter()
+            .map(|c| c.min_t)
+            .chain(self.ooo_buf.iter().map(|s| s.t))
+            .min();
+        match (in_order, ooo) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn heap_size(&self) -> usize {
+        self.closed.iter().map(|c| c.bytes.len() + 24).sum::<usize>()
+            + self.open.heap_size()
+            + self.ooo_buf.capacity() * 16
+            + self.ooo_chunks.iter().map(|c| c.bytes.len() + 24).sum::<usize>()
+    }
+}
+
+pub(crate) struct MemSeries {
+    pub series_ref: u64,
+    pub labels: Labels,
+    pub data: Mutex<SeriesData>,
+}
+
+#[derive(Default)]
+struct Index {
+    by_labels: HashMap<Labels, Arc<MemSeries>>,
+    by_ref: HashMap<u64, Arc<MemSeries>>,
+    /// label name -> value -> refs, sorted ascending.
+    postings: HashMap<String, BTreeMap<String, Vec<u64>>>,
+    per_metric: HashMap<String, usize>,
+}
+
+/// Why a new series was not created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SeriesLimit {
+    Total,
+    PerMetric,
+}
+
+pub(crate) struct Head {
+    index: RwLock<Index>,
+    next_ref: AtomicU64,
+    /// Smallest timestamp the head still accepts: everything older is in blocks.
+    min_valid_t: AtomicI64,
+}
+
+impl Head {
+    pub fn new() -> Head {
+        Head {
+            index: RwLock::new(Index::default()),
+            next_ref: AtomicU64::new(1),
+            min_valid_t: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    pub fn min_valid_t(&self) -> i64 {
+        self.min_valid_t.load(Ordering::Acquire)
+    }
+
+    pub fn set_min_valid_t(&self, t: i64) {
+        self.min_valid_t.fetch_max(t, Ordering::AcqRel);
+    }
+
+    pub fn get(&self, labels: &Labels) -> Option<Arc<MemSeries>> {
+        self.index.read().by_labels.get(labels).cloned()
+    }
+
+    pub fn get_by_ref(&self, series_ref: u64) -> Option<Arc<MemSeries>> {
+        self.index.read().by_ref.get(&series_ref).cloned()
+    }
+
+    /// Creates a series (or returns the existing one), enforcing the limits.
+    /// `on_create` runs under the index lock, so a series is logged to the
+    /// WAL before any sample that refers to it can be.
+    pub fn get_or_create(
+        &self,
+        labels: &Labels,
+        max_series: usize,
+        max_per_metric: usize,
+        on_create: impl FnOnce(u64, &Labels) -> crate::Result<()>,
+    ) -> crate::Result<Result<Arc<MemSeries>, SeriesLimit>> {
+        if let Some(s) = self.get(labels) {
+            return Ok(Ok(s));
+        }
+        let mut index = self.index.write();
+        if let Some(s) = index.by_labels.get(labels) {
+            return Ok(Ok(s.clone()));
+        }
+        if index.by_labels.len() >= max_series {
+            return Ok(Err(SeriesLimit::Total));
+        }
+        let metric = labels.metric_name().unwrap_or("");
+        if index.per_metric.get(metric).copied().unwrap_or(0) >= max_per_metric {
+            return Ok(Err(SeriesLimit::PerMetric));
+        }
+        let series_ref = self.next_ref.fetch_add(1, Ordering::Relaxed);
+        on_create(series_ref, labels)?;
+        Ok(Ok(Self::insert(&mut index, series_ref, labels.clone())))
+    }
+
+    /// Recreates a series with a known ref during WAL replay.
+    pub fn restore(&self, series_ref: u64, labels: Labels) {
+        let mut index = self.index.write();
+        if index.by_ref.contains_key(&series_ref) || index.by_labels.contains_key(&labels) {
+            return;
+        }
+        self.next_ref.fetch_max(series_ref + 1, Ordering::Relaxed);
+        Self::insert(&mut index, series_ref, labels);
+    }
+
+    fn insert(index: &mut Index, series_ref: u64, labels: Labels) -> Arc<MemSeries> {
+        for l in labels.iter() {
+            index
+                .postings
+                .entry(l.name.clone())
+                .or_default()
+                .entry(l.value.clone())
+                .or_default()
+                .push(series_ref);
+        }
+        *index
+            .per_metric
+            .entry(labels.metric_name().unwrap_or("").to_string())
+            .or_default() += 1;
+        let s = Arc::new(MemSeries {
+            series_ref,
+            labels: labels.clone(),
+            data: Mutex::new(SeriesData::new()),
+        });
+        index.by_labels.insert(labels, s.clone());
+        index.by_ref.insert(series_ref, s.clone());
+        s
+    }
+
+    /// Series matching every matcher.
+    pub fn matching(&self, matchers: &[Matcher]) -> Vec<Arc<MemSeries>> {
+        let index = self.index.read();
+        let refs = select_postings(&index.postings, matchers, || {
+            let mut all: Vec<u64> = index.by_ref.keys().copied().collect();
+            all.sort_unstable();
+            all
+        });
+        refs.into_iter()
+            .filter_map(|r| index.by_ref.get(&r))
+            .filter(|s| matchers.iter().all(|m| m.matches(&s.labels)))
+            .cloned()
+            .collect()
+    }
+
+    pub fn all_series(&self) -> Vec<Arc<MemSeries>> {
+        self.index.read().by_ref.values().cloned().collect()
+    }
+
+    pub fn num_series(&self) -> usize {
+        self.index.read().by_ref.len()
+    }
+
+    pub fn contains_ref(&self, series_ref: u64) -> bool {
+        self.index.read().by_ref.contains_key(&series_ref)
+    }
+
+    /// Drops series that hold no samples any more.
+    pub fn gc_empty(&self) -> usize {
+        let mut index = self.index.write();
+        let dead: Vec<Arc<MemSeries>> = index
+            .by_ref
+            .values()
+            .filter(|s| s.data.lock().is_empty())
+            .cloned()
+            .collect();
+        for s in &dead {
+            index.by_ref.remove(&s.series_ref);
+            index.by_labels.remove(&s.labels);
+            if let Some(n) = index.per_metric.get_mut(s.labels.metric_name().unwrap_or("")) {
+                *n = n.saturating_sub(1);
+            }
+            for l in s.labels.iter() {
+                if let Some(values) = index.postings.get_mut(&l.name) {
+                    if let Some(refs) = values.get_mut(&l.value) {
+                        refs.retain(|r| *r != s.series_ref);
+                        if refs.is_empty() {
+                            values.remove(&l.value);
+                        }
+                    }
+                    if values.is_empty() {
+                        index.postings.remove(&l.name);
+                    }
+                }
+            }
+        }
+        dead.len()
+    }
+
+    /// Bytes held by series data and the index, approximately.
+    pub fn heap_size(&self) -> usize {
+        let index = self.index.read();
+        index
+            .by_ref
+            .values()
+            .map(|s| s.labels.heap_size() * 2 + s.data.lock().heap_size() + 160)
+            .sum()
+    }
+
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        let index = self.index.read();
+        let mut range: Option<(i64, i64)> = None;
+        for s in index.by_ref.values() {
+            let d = s.data.lock();
+            if let (Some(a), Some(b)) = (d.min_t(), d.max_t()) {
+                range = Some(match range {
+                    Some((x, y)) => (x.min(a), y.max(b)),
+                    None => (a, b),
+                });
+            }
+        }
+        range
+    }
+}
+
+/// Intersects the postings of every matcher that cannot match an absent
+/// label; the caller still checks all matchers on the candidates.
+pub(crate) fn select_postings(
+    postings: &HashMap<String, BTreeMap<String, Vec<u64>>>,
+    matchers: &[Matcher],
+    all: impl FnOnce() -> Vec<u64>,
+) -> Vec<u64> {
+    let mut result: Option<Vec<u64>> = None;
+    // Cheapest first: equality on the metric name usually narrows the most.
+    let mut ordered: Vec<&Matcher> = matchers.iter().filter(|m| !m.matches_empty()).collect();
+    ordered.sort_by_key(|m| (m.op != sonde_model::MatchOp::Equal, m.name != METRIC_NAME));
+    for m in ordered {
+        let Some(values) = postings.get(&m.name) else {
+            return Vec::new();
+        };
+        let mut refs: Vec<u64> = if m.op == sonde_model::MatchOp::Equal {
+            values.get(&m.value).cloned().unwrap_or_default()
+        } else {
+            let mut u: Vec<u64> = values
+                .iter()
+                .filter(|(v, _)| m.matches_value(v))
+                .flat_map(|(_, r)| r.iter().copied())
+                .collect();
+            u.sort_unstable();
+            u.dedup();
+            u
+        };
+        if let Some(prev) = result {
+            refs = intersect(&prev, &refs);
+        }
+        if refs.is_empty() {
+            return refs;
+        }
+        result = Some(refs);
+    }
+    result.unwrap_or_else(all)
+}
+
+fn intersect(a: &[u64], b: &[u64]) -> Vec<u64> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::with_capacity(a.len().min(b.len()));
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_duplicates_conflicts_and_out_of_order() {
+        let mut d = SeriesData::new();
+        for t in 0..300 {
+            assert_eq!(d.append(t * 10, t as f64, i64::MIN), AppendOutcome::Appended);
+        }
+        assert_eq!(d.append(2990, 299.0, 0), AppendOutcome::Duplicate);
+        assert_eq!(d.append(2990, 1.0, 0), AppendOutcome::Conflict);
+        assert_eq!(d.append(5, 0.5, 0), AppendOutcome::Appended);
+        assert_eq!(d.append(-5, 0.5, 0), AppendOutcome::TooOld);
+        assert_eq!(d.append(10, 99.0, 0), AppendOutcome::Conflict);
+        assert_eq!(d.append(10, 1.0, 0), AppendOutcome::Duplicate);
+        assert_eq!(d.append(5, 0.5, 0), AppendOutcome::Duplicate);
+        let got = d.samples(0, 20);
+        assert_eq!(
+            got,
+            vec![Sample { t: 0, v: 0.0 }, Sample { t: 5, v: 0.5 }, Sample { t: 10, v: 1.0 }, Sample { t: 20, v: 2.0 }]
+        );
+        assert_eq!(d.samples(i64::MIN, i64::MAX).len(), 301);
+    }
+
+    #[test]
+    fn split_keeps_later_samples() {
+        let mut d = SeriesData::new();
+        for t in 0..500 {
+            d.append(t, t as f64, i64::MIN);
+        }
+        let before = d.split_off_before(250);
+        assert_eq!(before.len(), 250);
+        assert_eq!(d.samples(i64::MIN, i64::MAX).first().map(|s| s.t), Some(250));
+        assert_eq!(d.min_t(), Some(250));
+    }
+
+    #[test]
+    fn postings_select_by_equality_regex_and_negation() {
+        let head = Head::new();
+        let mk = |job: &str, inst: &str| Labels::from_pairs([("__name__", "up"), ("job", job), ("instance", inst)]);
+        for (j, i) in [("api", "a"), ("api", "b"), ("web", "a")] {
+            head.get_or_create(&mk(j, i), 100, 100, |_, _| Ok(())).unwrap().unwrap();
+        }
+        let sel = |ms: Vec<Matcher>| {
+            let mut v: Vec<String> = head.matching(&ms).iter().map(|s| s.labels.to_string()).collect();
+            v.sort();
+            v
+        };
+        use sonde_model::MatchOp::*;
+        assert_eq!(sel(vec![Matcher::equal("job", "api")]).len(), 2);
+        assert_eq!(sel(vec![Matcher::new(RegexMatch, "job", "w.*").unwrap()]).len(), 1);
+        assert_eq!(sel(vec![Matcher::equal("__name__", "up"), Matcher::new(NotEqual, "instance", "a").unwrap()]).len(), 1);
+        assert_eq!(sel(vec![Matcher::new(NotEqual, "job", "x").unwrap()]).len(), 3);
+        assert_eq!(sel(vec![Matcher::equal("job", "nope")]).len(), 0);
+        assert_eq!(
+            head.get_or_create(&mk("x", "y"), 3, 100, |_, _| Ok(())).unwrap().err(),
+            Some(SeriesLimit::Total)
+        );
+        assert_eq!(
+            head.get_or_create(&mk("x", "y"), 100, 3, |_, _| Ok(())).unwrap().err(),
+            Some(SeriesLimit::PerMetric)
+        );
+    }
+}

@@ -1,0 +1,743 @@
+//! Sonde's time-series engine.
+//!
+//! Write path, and when data becomes durable and queryable:
+//! 1. [`Store::append`] validates each series (limits) and sample (time
+//!    bounds), creating new series in the head; a new series is logged to the
+//!    WAL before anything can refer to it.
+//! 2. The batch's samples are appended to the WAL in one record. Once that
+//!    `write` returns, the batch survives a crash of the process; with
+//!    [`FsyncPolicy::Always`] it also survives a crash of the machine.
+//! 3. The samples are appended to the head's compressed chunks, and are
+//!    queryable from then on. `append` returns, and the caller acknowledges.
+//!
+//! [`Store::maintain`] (called periodically) moves old head data into
+//! immutable blocks on disk, truncates the WAL behind them, merges small
+//! blocks into larger ones and enforces retention.
+
+mod block;
+mod chunk;
+mod head;
+mod wal;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use sonde_model::{Clock, Labels, Matcher, MetricMetadata, Sample, Series};
+
+pub use block::BlockMeta;
+pub use chunk::{ChunkEncoder, ChunkIter};
+pub use wal::FsyncPolicy;
+
+use block::{Block, BlockWriter};
+use head::{AppendOutcome, Head, SeriesLimit};
+use wal::{Record, RefSample, Wal};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("storage i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Storage settings. Every limit protects the server: over it, the new series
+/// or sample is rejected and counted, everything else goes on.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub fsync: FsyncPolicy,
+    /// Time range of a block cut from the head.
+    pub block_range_ms: i64,
+    /// How far behind a series' newest sample a sample may still arrive.
+    pub out_of_order_window_ms: i64,
+    /// Samples further ahead of the wall clock than this are rejected.
+    pub future_tolerance_ms: i64,
+    /// Data older than this is deleted; 0 keeps it forever.
+    pub retention_ms: i64,
+    /// Blocks are deleted, oldest first, while the data directory is larger
+    /// than this; 0 means no size limit.
+    pub retention_bytes: u64,
+    pub max_series: usize,
+    pub max_series_per_metric: usize,
+    pub max_labels_per_series: usize,
+    pub max_label_name_len: usize,
+    pub max_label_value_len: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            fsync: FsyncPolicy::IntervalMs(1000),
+            block_range_ms: 2 * 3600 * 1000,
+            out_of_order_window_ms: 30 * 60 * 1000,
+            future_tolerance_ms: 10 * 60 * 1000,
+            retention_ms: 15 * 24 * 3600 * 1000,
+            retention_bytes: 0,
+            max_series: 2_000_000,
+            max_series_per_metric: 200_000,
+            max_labels_per_series: 64,
+            max_label_name_len: 256,
+            max_label_value_len: 4096,
+        }
+    }
+}
+
+/// Why a sample was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    SeriesLimit,
+    SeriesPerMetricLimit,
+    TooManyLabels,
+    LabelNameTooLong,
+    LabelValueTooLong,
+    TooOld,
+    TooFarInFuture,
+    /// Same timestamp as a stored sample, different value.
+    DuplicateTimestamp,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 8] = [
+        RejectReason::SeriesLimit,
+        RejectReason::SeriesPerMetricLimit,
+        RejectReason::TooManyLabels,
+        RejectReason::LabelNameTooLong,
+        RejectReason::LabelValueTooLong,
+        RejectReason::TooOld,
+        RejectReason::TooFarInFuture,
+        RejectReason::DuplicateTimestamp,
+    ];
+
+    /// The value of the `reason` label on Sonde's own metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::SeriesLimit => "series_limit",
+            RejectReason::SeriesPerMetricLimit => "series_per_metric_limit",
+            RejectReason::TooManyLabels => "too_many_labels",
+            RejectReason::LabelNameTooLong => "label_name_too_long",
+            RejectReason::LabelValueTooLong => "label_value_too_long",
+            RejectReason::TooOld => "too_old",
+            RejectReason::TooFarInFuture => "too_far_in_future",
+            RejectReason::DuplicateTimestamp => "duplicate_timestamp",
+        }
+    }
+
+    /// Is this a rejection of the whole series (a limit), rather than of
+    /// individual samples?
+    pub fn is_series_limit(self) -> bool {
+        matches!(
+            self,
+            RejectReason::SeriesLimit
+                | RejectReason::SeriesPerMetricLimit
+                | RejectReason::TooManyLabels
+                | RejectReason::LabelNameTooLong
+                | RejectReason::LabelValueTooLong
+        )
+    }
+}
+
+/// What happened to a batch.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct AppendReport {
+    pub accepted: u64,
+    /// Samples identical to stored ones: accepted, nothing changed.
+    pub duplicates: u64,
+    pub rejected: u64,
+    /// The first rejection, described for the client.
+    pub first_error: Option<(RejectReason, String)>,
+}
+
+impl AppendReport {
+    fn reject(&mut self, reason: RejectReason, n: u64, detail: impl FnOnce() -> String) {
+        self.rejected += n;
+        if self.first_error.is_none() {
+            self.first_error = Some((reason, detail()));
+        }
+    }
+}
+
+/// Counters for Sonde's own `/metrics`.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub samples_appended: AtomicU64,
+    pub rejected: [AtomicU64; 8],
+    pub blocks_written: AtomicU64,
+    pub compactions: AtomicU64,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    opts: StoreOptions,
+    clock: Arc<dyn Clock>,
+    wal: Wal,
+    head: Head,
+    blocks: RwLock<Vec<Arc<Block>>>,
+    metadata: RwLock<HashMap<String, MetricMetadata>>,
+    /// Serialises maintenance (cuts, compaction, retention).
+    maintenance: Mutex<()>,
+    pub stats: StoreStats,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`: loads blocks, then replays the
+    /// WAL into the head.
+    pub fn open(dir: &Path, opts: StoreOptions, clock: Arc<dyn Clock>) -> Result<Store> {
+        let blocks_dir = dir.join("blocks");
+        fs::create_dir_all(&blocks_dir)?;
+        let mut blocks = Vec::new();
+        for entry in fs::read_dir(&blocks_dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.ends_with(".tmp") {
+                // A block whose write did not finish: its data is still in
+                // the WAL or in the blocks it was merged from.
+                fs::remove_dir_all(&path)?;
+                continue;
+            }
+            match Block::open(&path) {
+                Ok(b) => blocks.push(Arc::new(b)),
+                Err(e) => tracing::error!(path = %path.display(), "skipping unreadable block: {e}"),
+            }
+        }
+        blocks.sort_by_key(|b| (b.meta.min_t, b.meta.max_t));
+        drop_overlapped_sources(&mut blocks);
+        let head = Head::new();
+        if let Some(max) = blocks.iter().map(|b| b.meta.max_t).max() {
+            head.set_min_valid_t(max);
+        }
+        let mut metadata = HashMap::new();
+        let window = opts.out_of_order_window_ms;
+        let mut replayed = 0u64;
+        let wal = Wal::open(&dir.join("wal"), opts.fsync, |rec| match rec {
+            Record::Series { series_ref, labels } => head.restore(series_ref, labels),
+            Record::Samples(samples) => {
+                let min_valid = head.min_valid_t();
+                for s in samples {
+                    if let Some(series) = head.get_by_ref(s.series_ref) {
+                        let mut d = series.data.lock();
+                        let min_ooo = d.max_t().map_or(i64::MIN, |m| m.saturating_sub(window)).max(min_valid);
+                        if d.append(s.t, s.v, min_ooo) == AppendOutcome::Appended {
+                            replayed += 1;
+                        }
+                    }
+                }
+            }
+            Record::Metadata(m) => {
+                metadata.insert(m.metric.clone(), m);
+            }
+        })?;
+        tracing::info!(blocks = blocks.len(), series = head.num_series(), samples = replayed, "store opened");
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            opts,
+            clock,
+            wal,
+            head,
+            blocks: RwLock::new(blocks),
+            metadata: RwLock::new(metadata),
+            maintenance: Mutex::new(()),
+            stats: StoreStats::default(),
+        })
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.opts
+    }
+
+    fn check_labels(&self, labels: &Labels) -> Option<(RejectReason, String)> {
+        if labels.len() > self.opts.max_labels_per_series {
+            return Some((
+                RejectReason::TooManyLabels,
+                format!(
+                    "series {labels} has {} labels, more than the limit of {}",
+                    labels.len(),
+                    self.opts.max_labels_per_series
+                ),
+            ));
+        }
+        for l in labels.iter() {
+            if l.name.len() > self.opts.max_label_name_len {
+                return Some((
+                    RejectReason::LabelNameTooLong,
+                    format!(
+                        "label name {:?} is {} bytes long, more than the limit of {}",
+                        truncate(&l.name, 64),
+                        l.name.len(),
+                        self.opts.max_label_name_len
+                    ),
+                ));
+            }
+            if l.value.len() > self.opts.max_label_value_len {
+                return Some((
+                    RejectReason::LabelValueTooLong,
+                    format!(
+                        "value of label {:?} is {} bytes long, more than the limit of {}",
+                        l.name,
+                        l.value.len(),
+                        self.opts.max_label_value_len
+                    ),
+                ));
+            }
+        }
+        None
+    }
+
+    /// Stores a batch; returns once it is in the WAL and the head.
+    pub fn append(&self, batch: &[Series]) -> Result<AppendReport> {
+        let mut report = AppendReport::default();
+        let now = self.clock.now_ms();
+        let max_t = now.saturating_add(self.opts.future_tolerance_ms);
+        let min_t = if self.opts.retention_ms > 0 {
+            now.saturating_sub(self.opts.retention_ms)
+        } else {
+            i64::MIN
+        };
+        let mut wal_samples = Vec::with_capacity(batch.iter().map(|s| s.samples.len()).sum());
+        let mut targets = Vec::with_capacity(batch.len());
+        for series in batch {
+            if series.samples.is_empty() {
+                continue;
+            }
+            let n = series.samples.len() as u64;
+            if let Some((reason, msg)) = self.check_labels(&series.labels) {
+                self.count_rejected(reason, n);
+                report.reject(reason, n, || msg);
+                continue;
+            }
+            let created = self.head.get_or_create(
+                &series.labels,
+                self.opts.max_series,
+                self.opts.max_series_per_metric,
+                |series_ref, labels| self.wal.log_series(series_ref, labels),
+            )?;
+            let mem = match created {
+                Ok(mem) => mem,
+                Err(limit) => {
+                    let (reason, msg) = match limit {
+                        SeriesLimit::Total => (
+                            RejectReason::SeriesLimit,
+                            format!(
+                                "new series {} rejected: the store holds the maximum of {} series",
+                                series.labels, self.opts.max_series
+                            ),
+                        ),
+                        SeriesLimit::PerMetric => (
+                            RejectReason::SeriesPerMetricLimit,
+                            format!(
+                                "new series {} rejected: metric has the maximum of {} series",
+                                series.labels, self.opts.max_series_per_metric
+                            ),
+                        ),
+                    };
+                    self.count_rejected(reason, n);
+                    report.reject(reason, n, || msg);
+                    continue;
+                }
+            };
+            let mut valid = Vec::with_capacity(series.samples.len());
+            for s in &series.samples {
+                if s.t > max_t {
+                    self.count_rejected(RejectReason::TooFarInFuture, 1);
+                    report.reject(RejectReason::TooFarInFuture, 1, || {
+                        format!(
+                            "sample of {} at {} is more than {}s ahead of the server clock",
+                            series.labels,
+                            s.t,
+                            self.opts.future_tolerance_ms / 1000
+                        )
+                    });
+                } else if s.t < min_t {
+                    self.count_rejected(RejectReason::TooOld, 1);
+                    report.reject(RejectReason::TooOld, 1, || {
+                        format!("sample of {} at {} is older than the retention period", series.labels, s.t)
+                    });
+                } else {
+                    wal_samples.push(RefSample {
+                        series_ref: mem.series_ref,
+                        t: s.t,
+                        v: s.v,
+                    });
+                    valid.push(*s);
+                }
+            }
+            targets.push((mem, valid));
+        }
+        self.wal.log_samples(&wal_samples)?;
+        let window = self.opts.out_of_order_window_ms;
+        for (mem, samples) in targets {
+            let mut d = mem.data.lock();
+            for s in samples {
+                // Read under the series lock: a block cut raises it first and
+                // then takes this lock, so nothing slips behind a cut.
+                let min_valid = self.head.min_valid_t();
+                let min_ooo = d.max_t().map_or(i64::MIN, |m| m.saturating_sub(window)).max(min_valid);
+                match d.append(s.t, s.v, min_ooo) {
+                    AppendOutcome::Appended => report.accepted += 1,
+                    AppendOutcome::Duplicate => report.duplicates += 1,
+                    AppendOutcome::Conflict => {
+                        self.count_rejected(RejectReason::DuplicateTimestamp, 1);
+                        report.reject(RejectReason::DuplicateTimestamp, 1, || {
+                            format!(
+                                "sample of {} at {} has the timestamp of a stored sample with another value",
+                                mem.labels, s.t
+                            )
+                        });
+                    }
+                    AppendOutcome::TooOld => {
+                        self.count_rejected(RejectReason::TooOld, 1);
+                        report.reject(RejectReason::TooOld, 1, || {
+                            format!(
+                                "sample of {} at {} is out of order by more than the {}s window",
+                                mem.labels,
+                                s.t,
+                                window / 1000
+                            )
+                        });
+                    }
+                }
+            }
+        }
+        self.stats.samples_appended.fetch_add(report.accepted, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    fn count_rejected(&self, reason: RejectReason, n: u64) {
+        let i = RejectReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.stats.rejected[i].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn rejected_count(&self, reason: RejectReason) -> u64 {
+        let i = RejectReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.stats.rejected[i].load(Ordering::Relaxed)
+    }
+
+    /// Records metric metadata (type, help, unit); logged when it changes.
+    pub fn set_metadata(&self, meta: MetricMetadata) -> Result<()> {
+        if self.metadata.read().get(&meta.metric) == Some(&meta) {
+            return Ok(());
+        }
+        self.wal.log_metadata(&meta)?;
+        self.metadata.write().insert(meta.metric.clone(), meta);
+        Ok(())
+    }
+
+    pub fn metadata(&self) -> Vec<MetricMetadata> {
+        let mut v: Vec<MetricMetadata> = self.metadata.read().values().cloned().collect();
+        v.sort_by(|a, b| a.metric.cmp(&b.metric));
+        v
+    }
+
+    /// Series matching all matchers with their samples in `[mint, maxt]`,
+    /// sorted by labels; series without samples there are left out.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>> {
+        let mut merged: HashMap<Labels, Vec<Sample>> = HashMap::new();
+        let mut sources: HashMap<Labels, u32> = HashMap::new();
+        let blocks: Vec<Arc<Block>> = self.blocks.read().clone();
+        for b in blocks.iter().filter(|b| b.meta.max_t > mint && b.meta.min_t <= maxt) {
+            for (labels, samples) in b.select(matchers, mint, maxt)? {
+                *sources.entry(labels.clone()).or_default() += 1;
+                merged.entry(labels).or_default().extend(samples);
+            }
+        }
+        for s in self.head.matching(matchers) {
+            let samples = s.data.lock().samples(mint, maxt);
+            if samples.is_empty() {
+                continue;
+            }
+            *sources.entry(s.labels.clone()).or_default() += 1;
+            merged.entry(s.labels.clone()).or_default().extend(samples);
+        }
+        let mut out: Vec<Series> = merged
+            .into_iter()
+            .map(|(labels, mut samples)| {
+                if sources.get(&labels).copied().unwrap_or(0) > 1 {
+                    samples.sort_by_key(|s| s.t);
+                    samples.dedup_by_key(|s| s.t);
+                }
+                Series { labels, samples }
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    /// Label sets of series matching any of the matcher sets with data in
+    /// `[mint, maxt]` (block granularity for persisted data).
+    pub fn series(&self, matcher_sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<Labels> {
+        let mut out = BTreeSet::new();
+        let blocks: Vec<Arc<Block>> = self.blocks.read().clone();
+        for matchers in matcher_sets {
+            for b in blocks.iter().filter(|b| b.meta.max_t > mint && b.meta.min_t <= maxt) {
+                out.extend(b.series_labels(matchers));
+            }
+            for s in self.head.matching(matchers) {
+                let d = s.data.lock();
+                if let (Some(a), Some(b)) = (d.min_t(), d.max_t()) {
+                    if a <= maxt && b >= mint {
+                        out.insert(s.labels.clone());
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Label names, optionally restricted to series matching matcher sets.
+    pub fn label_names(&self, matcher_sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<String> {
+        let mut names = BTreeSet::new();
+        for labels in self.series(&self.default_sets(matcher_sets), mint, maxt) {
+            names.extend(labels.iter().map(|l| l.name.clone()));
+        }
+        names.into_iter().collect()
+    }
+
+    pub fn label_values(&self, name: &str, matcher_sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<String> {
+        let mut values = BTreeSet::new();
+        if matcher_sets.is_empty() {
+            let m = vec![Matcher::new(sonde_model::MatchOp::RegexMatch, name, ".+").unwrap_or_else(|_| Matcher::equal(name, ""))];
+            for labels in self.series(&[m], mint, maxt) {
+                if let Some(v) = labels.get(name) {
+                    values.insert(v.to_string());
+                }
+            }
+        } else {
+            for labels in self.series(matcher_sets, mint, maxt) {
+                if let Some(v) = labels.get(name) {
+                    values.insert(v.to_string());
+                }
+            }
+        }
+        values.into_iter().collect()
+    }
+
+    fn default_sets(&self, matcher_sets: &[Vec<Matcher>]) -> Vec<Vec<Matcher>> {
+        if matcher_sets.is_empty() {
+            vec![vec![]]
+        } else {
+            matcher_sets.to_vec()
+        }
+    }
+
+    pub fn num_series(&self) -> usize {
+        self.head.num_series()
+    }
+
+    pub fn head_bytes(&self) -> usize {
+        self.head.heap_size()
+    }
+
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal.size_bytes()
+    }
+
+    pub fn blocks(&self) -> Vec<BlockMeta> {
+        self.blocks.read().iter().map(|b| b.meta).collect()
+    }
+
+    pub fn blocks_bytes(&self) -> u64 {
+        self.blocks.read().iter().map(|b| b.bytes).sum()
+    }
+
+    /// Makes everything written so far durable, whatever the fsync policy.
+    pub fn sync(&self) -> Result<()> {
+        self.wal.sync()
+    }
+
+    /// Periodic upkeep: persists old head data as blocks, truncates the WAL,
+    /// merges blocks and applies retention.
+    pub fn maintain(&self) -> Result<()> {
+        let _guard = self.maintenance.lock();
+        let range = self.opts.block_range_ms;
+        let mut cut = false;
+        while let Some((min, max)) = self.head.time_range() {
+            // Keep half a block of recent data in the head so out-of-order
+            // samples still have somewhere to land.
+            if max - min <= range + range / 2 {
+                break;
+            }
+            let start = min.div_euclid(range) * range;
+            self.cut_block(start, start + range)?;
+            cut = true;
+        }
+        if cut {
+            self.after_cut()?;
+        }
+        self.compact()?;
+        self.apply_retention()?;
+        Ok(())
+    }
+
+    /// Persists the whole head as blocks (used on demand, e.g. before
+    /// measuring disk usage). Samples older than the head's newest sample can
+    /// no longer be written afterwards.
+    pub fn flush_head(&self) -> Result<()> {
+        let _guard = self.maintenance.lock();
+        let range = self.opts.block_range_ms;
+        let Some((min, max)) = self.head.time_range() else {
+            return Ok(());
+        };
+        let mut start = min.div_euclid(range) * range;
+        while start <= max {
+            let end = (start + range).min(max + 1);
+            self.cut_block(start, end)?;
+            start += range;
+        }
+        self.after_cut()?;
+        self.compact()
+    }
+
+    fn after_cut(&self) -> Result<()> {
+        self.head.gc_empty();
+        let min_valid = self.head.min_valid_t();
+        let head = &self.head;
+        self.wal.truncate(&|r| head.contains_ref(r), min_valid)
+    }
+
+    fn cut_block(&self, start: i64, end: i64) -> Result<()> {
+        self.head.set_min_valid_t(end);
+        let mut series = self.head.all_series();
+        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let mut w = BlockWriter::create(&self.dir.join("blocks"), start, end, 1)?;
+        for s in &series {
+            let samples = s.data.lock().samples(start, end - 1);
+            w.add_series(&s.labels, &samples)?;
+        }
+        if let Some(block) = w.finish()? {
+            self.stats.blocks_written.fetch_add(1, Ordering::Relaxed);
+            let mut blocks = self.blocks.write();
+            blocks.push(Arc::new(block));
+            blocks.sort_by_key(|b| (b.meta.min_t, b.meta.max_t));
+        }
+        for s in &series {
+            s.data.lock().split_off_before(end);
+        }
+        Ok(())
+    }
+
+    /// Merges blocks that fall into one aligned range of the next level
+    /// (3 and then 12 head blocks), once that range is complete.
+    fn compact(&self) -> Result<()> {
+        let base = self.opts.block_range_ms;
+        for factor in [3i64, 12] {
+            let span = base * factor;
+            let min_valid = self.head.min_valid_t();
+            let blocks: Vec<Arc<Block>> = self.blocks.read().clone();
+            let mut groups: HashMap<i64, Vec<Arc<Block>>> = HashMap::new();
+            for b in blocks {
+                let start = b.meta.min_t.div_euclid(span) * span;
+                if b.meta.max_t <= start + span && b.meta.max_t - b.meta.min_t < span {
+                    groups.entry(start).or_default().push(b);
+                }
+            }
+            for (start, group) in groups {
+                let complete = min_valid >= start + span;
+                if group.len() < 2 || !complete {
+                    continue;
+                }
+                self.merge(&group, start, start + span)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn merge(&self, group: &[Arc<Block>], start: i64, end: i64) -> Result<()> {
+        let level = group.iter().map(|b| b.meta.level).max().unwrap_or(1) + 1;
+        let mut all_labels: BTreeSet<&Labels> = BTreeSet::new();
+        let indexes: Vec<HashMap<&Labels, usize>> = group
+            .iter()
+            .map(|b| {
+                let labels = b.series_labels_ref();
+                all_labels.extend(labels.iter().copied());
+                labels.into_iter().enumerate().map(|(i, l)| (l, i)).collect()
+            })
+            .collect();
+        let mut w = BlockWriter::create(&self.dir.join("blocks"), start, end, level)?;
+        for labels in all_labels {
+            let mut samples = Vec::new();
+            for (b, idx) in group.iter().zip(&indexes) {
+                if let Some(&i) = idx.get(labels) {
+                    samples.extend(b.samples_of(i)?);
+                }
+            }
+            samples.sort_by_key(|s| s.t);
+            samples.dedup_by_key(|s| s.t);
+            w.add_series(labels, &samples)?;
+        }
+        let merged = w.finish()?;
+        let mut blocks = self.blocks.write();
+        blocks.retain(|b| !group.iter().any(|g| Arc::ptr_eq(b, g)));
+        if let Some(m) = merged {
+            blocks.push(Arc::new(m));
+        }
+        blocks.sort_by_key(|b| (b.meta.min_t, b.meta.max_t));
+        drop(blocks);
+        for b in group {
+            fs::remove_dir_all(&b.dir)?;
+        }
+        self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn apply_retention(&self) -> Result<()> {
+        let now = self.clock.now_ms();
+        let mut doomed: Vec<Arc<Block>> = Vec::new();
+        {
+            let blocks = self.blocks.read();
+            if self.opts.retention_ms > 0 {
+                let cutoff = now - self.opts.retention_ms;
+                doomed.extend(blocks.iter().filter(|b| b.meta.max_t <= cutoff).cloned());
+            }
+            if self.opts.retention_bytes > 0 {
+                let mut total: u64 = blocks.iter().map(|b| b.bytes).sum::<u64>() + self.wal.size_bytes();
+                for b in blocks.iter() {
+                    if total <= self.opts.retention_bytes {
+                        break;
+                    }
+                    if !doomed.iter().any(|d| Arc::ptr_eq(d, b)) {
+                        doomed.push(b.clone());
+                    }
+                    total = total.saturating_sub(b.bytes);
+                }
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        self.blocks.write().retain(|b| !doomed.iter().any(|d| Arc::ptr_eq(b, d)));
+        for b in doomed {
+            tracing::info!(block = %b.dir.display(), "deleting block past retention");
+            fs::remove_dir_all(&b.dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// A crash between writing a merged block and deleting its sources leaves
+/// both; the merged block wins and the sources are removed.
+fn drop_overlapped_sources(blocks: &mut Vec<Arc<Block>>) {
+    let merged: Vec<(i64, i64, u32)> = blocks.iter().map(|b| (b.meta.min_t, b.meta.max_t, b.meta.level)).collect();
+    blocks.retain(|b| {
+        let covered = merged.iter().any(|&(min, max, level)| {
+            level > b.meta.level && min <= b.meta.min_t && max >= b.meta.max_t
+        });
+        if covered {
+            let _ = fs::remove_dir_all(&b.dir);
+        }
+        !covered
+    });
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,543 @@
+//! The write-ahead log: every accepted write is appended here before it is
+//! acknowledged.
+//!
+//! A WAL is a directory of numbered segment files plus at most one
+//! checkpoint. Each record is framed as `u32 length | u32 crc32 | u8 type |
+//! payload` (little endian), written with a single `write` call, so a record
+//! handed to the kernel survives a crash of the process. Whether it also
+//! survives a crash of the machine depends on the fsync policy.
+//!
+//! Truncation after a head block is persisted rewrites the old segments into a
+//! checkpoint that keeps only live series and samples newer than the block
+//! boundary, then deletes those segments.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use sonde_model::{Labels, MetricMetadata, MetricType};
+
+use crate::Result;
+
+const SEGMENT_MAX_BYTES: u64 = 128 << 20;
+const REC_SERIES: u8 = 1;
+const REC_SAMPLES: u8 = 2;
+const REC_METADATA: u8 = 3;
+const HEADER_LEN: usize = 9;
+
+/// When the WAL calls fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before every acknowledgement: survives power loss, costs throughput.
+    Always,
+    /// Every N milliseconds from a background task: acknowledged writes
+    /// survive a process crash; a power loss may lose the last interval.
+    IntervalMs(u64),
+    /// Left to the kernel.
+    Never,
+}
+
+/// A decoded WAL record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Series { series_ref: u64, labels: Labels },
+    Samples(Vec<RefSample>),
+    Metadata(MetricMetadata),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RefSample {
+    pub series_ref: u64,
+    pub t: i64,
+    pub v: f64,
+}
+
+struct Active {
+    file: File,
+    seq: u64,
+    size: u64,
+    dirty: bool,
+}
+
+pub struct Wal {
+    dir: PathBuf,
+    policy: FsyncPolicy,
+    active: Mutex<Active>,
+    /// Bytes of all segments and the checkpoint, for `/metrics` and retention.
+    bytes: AtomicU64,
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("{seq:010}")
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<u64>> {
+    let mut seqs = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        if let Some(seq) = name.to_str().and_then(|n| n.parse::<u64>().ok()) {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// The newest checkpoint (`checkpoint.<last segment it covers>`), if any.
+fn find_checkpoint(dir: &Path) -> Result<Option<(u64, PathBuf)>> {
+    let mut best: Option<(u64, PathBuf)> = None;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(seq) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("checkpoint."))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(b, _)| seq > *b) {
+            best = Some((seq, entry.path()));
+        }
+    }
+    Ok(best)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+impl Wal {
+    /// Opens the WAL in `dir`, replaying every valid record through `apply`
+    /// first (checkpoint, then segments in order). A torn record at the end of
+    /// the last segment, left by a crash mid-write, is cut off; it was never
+    /// acknowledged.
+    pub fn open(dir: &Path, policy: FsyncPolicy, mut apply: impl FnMut(Record)) -> Result<Wal> {
+        fs::create_dir_all(dir)?;
+        let checkpoint = find_checkpoint(dir)?;
+        let mut first_seq = 1;
+        if let Some((seq, path)) = &checkpoint {
+            let data = fs::read(path)?;
+            let (_, err) = decode_all(&data, &mut apply);
+            if let Some(err) = err {
+                tracing::error!(path = %path.display(), "wal checkpoint corrupt, data after it is lost: {err}");
+            }
+            first_seq = seq + 1;
+        }
+        let seqs: Vec<u64> = list_segments(dir)?
+            .into_iter()
+            .filter(|s| *s >= first_seq)
+            .collect();
+        for (i, &seq) in seqs.iter().enumerate() {
+            let path = dir.join(segment_name(seq));
+            let mut data = Vec::new();
+            File::open(&path)?.read_to_end(&mut data)?;
+            let (valid, err) = decode_all(&data, &mut apply);
+            if let Some(err) = err {
+                if i + 1 == seqs.len() {
+                    tracing::warn!(path = %path.display(), valid, "cutting torn wal tail: {err}");
+                    OpenOptions::new().write(true).open(&path)?.set_len(valid as u64)?;
+                } else {
+                    tracing::error!(path = %path.display(), valid, "wal segment corrupt, skipping its rest: {err}");
+                }
+            }
+        }
+        let seq = seqs.last().copied().unwrap_or(first_seq);
+        let path = dir.join(segment_name(seq));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        sync_dir(dir)?;
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            policy,
+            active: Mutex::new(Active {
+                file,
+                seq,
+                size,
+                dirty: false,
+            }),
+            bytes: AtomicU64::new(dir_size(dir)),
+        })
+    }
+
+    pub fn log_series(&self, series_ref: u64, labels: &Labels) -> Result<()> {
+        let mut buf = Vec::with_capacity(64);
+        encode_series(&mut buf, series_ref, labels);
+        self.write(&buf)
+    }
+
+    pub fn log_samples(&self, samples: &[RefSample]) -> Result<()> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(HEADER_LEN + samples.len() * 14);
+        encode_samples(&mut buf, samples);
+        self.write(&buf)
+    }
+
+    pub fn log_metadata(&self, meta: &MetricMetadata) -> Result<()> {
+        let mut buf = Vec::new();
+        frame(&mut buf, REC_METADATA, |p| {
+            put_str(p, &meta.metric);
+            put_str(p, meta.kind.as_str());
+            put_str(p, &meta.help);
+            put_str(p, &meta.unit);
+        });
+        self.write(&buf)
+    }
+
+    fn write(&self, framed: &[u8]) -> Result<()> {
+        let mut active = self.active.lock();
+        if active.size > 0 && active.size + framed.len() as u64 > SEGMENT_MAX_BYTES {
+            self.rotate(&mut active)?;
+        }
+        active.file.write_all(framed)?;
+        active.size += framed.len() as u64;
+        self.bytes.fetch_add(framed.len() as u64, Ordering::Relaxed);
+        if self.policy == FsyncPolicy::Always {
+            active.file.sync_data()?;
+        } else {
+            active.dirty = true;
+        }
+        Ok(())
+    }
+
+    fn rotate(&self, active: &mut Active) -> Result<()> {
+        active.file.sync_data()?;
+        let seq = active.seq + 1;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(segment_name(seq)))?;
+        sync_dir(&self.dir)?;
+        *active = Active {
+            file,
+            seq,
+            size: 0,
+            dirty: false,
+        };
+        Ok(())
+    }
+
+    /// Flushes to stable storage if anything was written since the last sync.
+    pub fn sync(&self) -> Result<()> {
+        let mut active = self.active.lock();
+        if active.dirty {
+            active.file.sync_data()?;
+            active.dirty = false;
+        }
+        Ok(())
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Drops what is persisted elsewhere: rewrites every closed segment (and
+    /// the old checkpoint) into a new checkpoint keeping only series for which
+    /// `keep_series` holds and samples at or after `min_t`, then deletes them.
+    pub fn truncate(&self, keep_series: &dyn Fn(u64) -> bool, min_t: i64) -> Result<()> {
+        let last_closed = {
+            let mut active = self.active.lock();
+            let seq = active.seq;
+            self.rotate(&mut active)?;
+            seq
+        };
+        let old_checkpoint = find_checkpoint(&self.dir)?;
+        let mut out = Vec::new();
+        let mut keep = |rec: Record| match rec {
+            Record::Series { series_ref, labels } if keep_series(series_ref) => {
+                encode_series(&mut out, series_ref, &labels)
+            }
+            Record::Samples(samples) => {
+                let kept: Vec<RefSample> = samples
+                    .into_iter()
+                    .filter(|s| s.t >= min_t && keep_series(s.series_ref))
+                    .collect();
+                if !kept.is_empty() {
+                    encode_samples(&mut out, &kept);
+                }
+            }
+            Record::Metadata(m) => frame(&mut out, REC_METADATA, |p| {
+                put_str(p, &m.metric);
+                put_str(p, m.kind.as_str());
+                put_str(p, &m.help);
+                put_str(p, &m.unit);
+            }),
+            Record::Series { .. } => {}
+        };
+        if let Some((_, path)) = &old_checkpoint {
+            decode_all(&fs::read(path)?, &mut keep);
+        }
+        let segments: Vec<u64> = list_segments(&self.dir)?
+            .into_iter()
+            .filter(|s| *s <= last_closed)
+            .collect();
+        for &seq in &segments {
+            decode_all(&fs::read(self.dir.join(segment_name(seq)))?, &mut keep);
+        }
+        let tmp = self.dir.join("checkpoint.tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&out)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, self.dir.join(format!("checkpoint.{last_closed}")))?;
+        sync_dir(&self.dir)?;
+        for seq in segments {
+            fs::remove_file(self.dir.join(segment_name(seq)))?;
+        }
+        if let Some((seq, path)) = old_checkpoint {
+            if seq != last_closed {
+                fs::remove_file(path)?;
+            }
+        }
+        self.bytes.store(dir_size(&self.dir), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+fn frame(out: &mut Vec<u8>, kind: u8, payload: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_LEN - 1]);
+    out.push(kind);
+    payload(out);
+    let body = &out[start + HEADER_LEN - 1..];
+    let len = body.len() as u32;
+    let crc = crc32fast::hash(body);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn encode_series(out: &mut Vec<u8>, series_ref: u64, labels: &Labels) {
+    frame(out, REC_SERIES, |p| {
+        put_uvarint(p, series_ref);
+        put_uvarint(p, labels.len() as u64);
+        for l in labels.iter() {
+            put_str(p, &l.name);
+            put_str(p, &l.value);
+        }
+    });
+}
+
+fn encode_samples(out: &mut Vec<u8>, samples: &[RefSample]) {
+    frame(out, REC_SAMPLES, |p| {
+        put_uvarint(p, samples.len() as u64);
+        // Timestamps are delta-coded against the first: batches share a time.
+        let base = samples[0].t;
+        put_uvarint(p, zigzag(base));
+        for s in samples {
+            put_uvarint(p, s.series_ref);
+            put_uvarint(p, zigzag(s.t.wrapping_sub(base)));
+            p.extend_from_slice(&s.v.to_bits().to_le_bytes());
+        }
+    });
+}
+
+/// Decodes records until the data ends or a record is invalid. Returns the
+/// length of the valid prefix and, if decoding stopped early, why.
+fn decode_all(data: &[u8], apply: &mut impl FnMut(Record)) -> (usize, Option<String>) {
+    let mut pos = 0;
+    while pos < data.len() {
+        if data.len() - pos < HEADER_LEN {
+            return (pos, Some("truncated record header".into()));
+        }
+        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap_or([0; 4])) as usize;
+        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap_or([0; 4]));
+        let body_start = pos + HEADER_LEN - 1;
+        if len == 0 || data.len() - body_start < len {
+            return (pos, Some("truncated record".into()));
+        }
+        let body = &data[body_start..body_start + len];
+        if crc32fast::hash(body) != crc {
+            return (pos, Some("record checksum mismatch".into()));
+        }
+        match decode_record(body[0], &body[1..]) {
+            Some(rec) => apply(rec),
+            None => return (pos, Some(format!("undecodable record of type {}", body[0]))),
+        }
+        pos = body_start + len;
+    }
+    (pos, None)
+}
+
+fn decode_record(kind: u8, p: &[u8]) -> Option<Record> {
+    let mut r = Reader { p, pos: 0 };
+    match kind {
+        REC_SERIES => {
+            let series_ref = r.uvarint()?;
+            let n = r.uvarint()? as usize;
+            let mut pairs = Vec::with_capacity(n.min(256));
+            for _ in 0..n {
+                pairs.push((r.string()?, r.string()?));
+            }
+            Some(Record::Series {
+                series_ref,
+                labels: Labels::from_pairs(pairs),
+            })
+        }
+        REC_SAMPLES => {
+            let n = r.uvarint()? as usize;
+            let base = unzigzag(r.uvarint()?);
+            let mut samples = Vec::with_capacity(n.min(1 << 20));
+            for _ in 0..n {
+                let series_ref = r.uvarint()?;
+                let t = base.wrapping_add(unzigzag(r.uvarint()?));
+                let v = f64::from_bits(u64::from_le_bytes(r.bytes(8)?.try_into().ok()?));
+                samples.push(RefSample { series_ref, t, v });
+            }
+            Some(Record::Samples(samples))
+        }
+        REC_METADATA => Some(Record::Metadata(MetricMetadata {
+            metric: r.string()?,
+            kind: MetricType::parse(&r.string()?),
+            help: r.string()?,
+            unit: r.string()?,
+        })),
+        _ => None,
+    }
+}
+
+pub(crate) fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+pub(crate) fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_uvarint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A bounds-checked cursor: corrupt input yields `None`, never a panic.
+pub(crate) struct Reader<'a> {
+    pub p: &'a [u8],
+    pub pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn uvarint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self.p.get(self.pos)?;
+            self.pos += 1;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let b = self.p.get(self.pos..end)?;
+        self.pos = end;
+        Some(b)
+    }
+
+    pub fn string(&mut self) -> Option<String> {
+        let n = self.uvarint()? as usize;
+        String::from_utf8(self.bytes(n)?.to_vec()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replay(dir: &Path) -> Vec<Record> {
+        let mut recs = Vec::new();
+        let _wal = Wal::open(dir, FsyncPolicy::Never, |r| recs.push(r)).unwrap();
+        recs
+    }
+
+    fn s(series_ref: u64, t: i64, v: f64) -> RefSample {
+        RefSample { series_ref, t, v }
+    }
+
+    #[test]
+    fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), FsyncPolicy::Always, |_| {}).unwrap();
+        let labels = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+        wal.log_series(7, &labels).unwrap();
+        wal.log_samples(&[s(7, 1000, 1.0), s(7, 900, -2.5)]).unwrap();
+        drop(wal);
+        let recs = replay(dir.path());
+        assert_eq!(
+            recs,
+            vec![
+                Record::Series { series_ref: 7, labels },
+                Record::Samples(vec![s(7, 1000, 1.0), s(7, 900, -2.5)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_appends_continue() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), FsyncPolicy::Never, |_| {}).unwrap();
+        wal.log_samples(&[s(1, 1, 1.0)]).unwrap();
+        wal.log_samples(&[s(1, 2, 2.0)]).unwrap();
+        drop(wal);
+        let seg = dir.path().join(segment_name(1));
+        let len = fs::metadata(&seg).unwrap().len();
+        OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 3).unwrap();
+        {
+            let mut n = 0;
+            let wal = Wal::open(dir.path(), FsyncPolicy::Never, |_| n += 1).unwrap();
+            assert_eq!(n, 1);
+            wal.log_samples(&[s(1, 3, 3.0)]).unwrap();
+        }
+        assert_eq!(
+            replay(dir.path()),
+            vec![Record::Samples(vec![s(1, 1, 1.0)]), Record::Samples(vec![s(1, 3, 3.0)])]
+        );
+    }
+
+    #[test]
+    fn truncate_keeps_live_series_and_recent_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), FsyncPolicy::Never, |_| {}).unwrap();
+        let a = Labels::from_pairs([("__name__", "a")]);
+        let b = Labels::from_pairs([("__name__", "b")]);
+        wal.log_series(1, &a).unwrap();
+        wal.log_series(2, &b).unwrap();
+        wal.log_samples(&[s(1, 10, 1.0), s(1, 20, 2.0), s(2, 10, 3.0)]).unwrap();
+        wal.truncate(&|r| r == 1, 15).unwrap();
+        wal.log_samples(&[s(1, 30, 4.0)]).unwrap();
+        drop(wal);
+        assert_eq!(
+            replay(dir.path()),
+            vec![
+                Record::Series { series_ref: 1, labels: a },
+                Record::Samples(vec![s(1, 20, 2.0)]),
+                Record::Samples(vec![s(1, 30, 4.0)]),
+            ]
+        );
+    }
+}
