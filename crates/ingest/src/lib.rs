@@ -1,1 +1,44 @@
-//! Ingest.
+//! Ingest: turns what arrives on the wire into Sonde's model.
+//!
+//! Each transport has its own module (`otlp`, `remote_write`); all of them
+//! produce a [`MetricsBatch`]. This crate decodes, normalises and validates;
+//! it never stores anything: the server hands the batch to the store, and
+//! acknowledges only once the store says it is in the WAL.
+
+pub mod otlp;
+pub mod remote_write;
+
+use sonde_model::{MetricMetadata, Series};
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Error {
+    #[error("malformed protobuf: {0}")]
+    Protobuf(String),
+    #[error("malformed json: {0}")]
+    Json(String),
+    #[error("malformed snappy compression: {0}")]
+    Snappy(String),
+    #[error("invalid metric name {0:?}: names must match [a-zA-Z_:][a-zA-Z0-9_:]*")]
+    InvalidMetricName(String),
+    #[error("invalid label name {0:?}: names must match [a-zA-Z_][a-zA-Z0-9_]*")]
+    InvalidLabelName(String),
+    #[error("series without a metric name")]
+    MissingMetricName,
+    #[error("duplicate label name {0:?} in one series")]
+    DuplicateLabel(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Decoded metrics, ready for the store.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MetricsBatch {
+    pub series: Vec<Series>,
+    pub metadata: Vec<MetricMetadata>,
+}
+
+impl MetricsBatch {
+    pub fn num_samples(&self) -> usize {
+        self.series.iter().map(|s| s.samples.len()).sum()
+    }
+}

@@ -1,1 +1,58 @@
-fn main() {}
+//! `sonde`: the single binary. `sonde serve` runs the server; more
+//! subcommands (agent, demo, client commands) join as they are built.
+
+mod api;
+mod app;
+mod body;
+mod config;
+mod grpc;
+mod self_metrics;
+mod write;
+
+use anyhow::Context;
+
+const USAGE: &str = "usage: sonde <command> [--key value ...]
+
+commands:
+  serve      run the server (API :7070, OTLP gRPC :4317, OTLP HTTP :4318)
+  version    print the version
+
+settings (serve): --config FILE, or any key of sonde.example.toml as a flag
+(--data-dir ./sonde-data, --retention 15d, ...) or environment variable
+(SONDE_DATA_DIR, SONDE_RETENTION, ...).";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((c, rest)) => (c.as_str(), rest),
+        None => ("serve", &[][..]),
+    };
+    match command {
+        "serve" => {
+            let config = config::Config::load(rest, std::env::vars())?;
+            init_logging(&config.log_level)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("sonde")
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(app::serve(config))
+        }
+        "version" | "--version" => {
+            println!("sonde {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => anyhow::bail!("unknown command {other:?}\n\n{USAGE}"),
+    }
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("log_level {filter:?} is not a valid filter"))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    Ok(())
+}

@@ -1,0 +1,669 @@
+//! The evaluator: parses a query, loads every selector's data once, then
+//! evaluates the expression tree step by step.
+//!
+//! Evaluation is per step (one timestamp at a time) rather than Prometheus's
+//! matrix-at-a-time, which keeps every operator a plain function of one
+//! instant. Storage is still read once per selector for the whole query: a
+//! pre-pass computes the time span each selector needs (accounting for
+//! offsets, `@`, lookback, ranges and enclosing subqueries) and fetches it
+//! up front; steps then binary-search those samples. Subquery results are
+//! computed once over the union of their windows and sliced per step.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::{MatchOp as PMatchOp, Matcher as PMatcher};
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::{
+    self as pp, AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
+};
+use sonde_model::{is_stale_nan, Labels, MatchOp, Matcher, Sample, Series, METRIC_NAME};
+
+use crate::value::{
+    exec_err, finish_labels, Elem, Error, InstantSample, RangeSeries, Result, StepValue, Value,
+};
+use crate::Queryable;
+
+/// Subqueries without an explicit step use this resolution, like
+/// Prometheus's default global evaluation interval.
+const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
+
+/// Prometheus's HTTP API refuses range queries with more points per series.
+const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for the latest sample.
+    pub lookback_delta_ms: i64,
+    /// Upper bound on samples one query may load and hold.
+    pub max_samples: usize,
+    pub timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_delta_ms: 300_000,
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+impl Engine {
+    pub fn new(opts: EngineOptions) -> Engine {
+        Engine { opts }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Evaluates at one instant (ms).
+    pub fn instant(&self, storage: &dyn Queryable, query: &str, at_ms: i64) -> Result<Value> {
+        let expr = parse(query)?;
+        let ev = Evaluator::prepare(&self.opts, storage, &expr, at_ms, at_ms, 0)?;
+        let out = ev.eval(&expr, at_ms)?;
+        match out {
+            StepValue::Scalar(v) => Ok(Value::Scalar { t: at_ms, v }),
+            StepValue::Str(v) => Ok(Value::String { t: at_ms, v }),
+            StepValue::Vector(v) => {
+                let samples: Vec<InstantSample> = v
+                    .into_iter()
+                    .map(|e| InstantSample {
+                        labels: finish_labels(&e.labels, e.drop_name),
+                        t: at_ms,
+                        v: e.v,
+                    })
+                    .collect();
+                check_unique(samples.iter().map(|s| &s.labels))?;
+                Ok(Value::Vector(samples))
+            }
+            StepValue::Matrix(m) => {
+                let series: Vec<Series> = m
+                    .into_iter()
+                    .map(|s| Series {
+                        labels: finish_labels(&s.labels, s.drop_name),
+                        samples: s.samples,
+                    })
+                    .collect();
+                check_unique(series.iter().map(|s| &s.labels))?;
+                Ok(Value::Matrix(series))
+            }
+        }
+    }
+
+    /// Evaluates over `[start, end]` with `step` (all ms) and returns a
+    /// matrix sorted by labels, as Prometheus does for range queries.
+    pub fn range(
+        &self,
+        storage: &dyn Queryable,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Value> {
+        if step_ms <= 0 {
+            return Err(Error::Parse(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(Error::Parse("end timestamp must not be before start time".into()));
+        }
+        if (end_ms - start_ms) / step_ms >= MAX_POINTS_PER_SERIES {
+            return Err(Error::Parse(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
+            ));
+        }
+        let expr = parse(query)?;
+        match expr.value_type() {
+            ValueType::Vector | ValueType::Scalar => {}
+            other => {
+                return Err(Error::Parse(format!(
+                    "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                    documented_type(other)
+                )))
+            }
+        }
+        let ev = Evaluator::prepare(&self.opts, storage, &expr, start_ms, end_ms, step_ms)?;
+        let mut out: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        let mut points = 0usize;
+        let mut ts = start_ms;
+        while ts <= end_ms {
+            ev.check_deadline()?;
+            match ev.eval(&expr, ts)? {
+                StepValue::Scalar(v) => {
+                    out.entry(Labels::empty())
+                        .or_default()
+                        .push(Sample { t: ts, v });
+                    points += 1;
+                }
+                StepValue::Vector(vec) => {
+                    let labels: Vec<Labels> = vec
+                        .iter()
+                        .map(|e| finish_labels(&e.labels, e.drop_name))
+                        .collect();
+                    check_unique(labels.iter())?;
+                    points += vec.len();
+                    for (l, e) in labels.into_iter().zip(vec) {
+                        out.entry(l).or_default().push(Sample { t: ts, v: e.v });
+                    }
+                }
+                other => {
+                    return exec_err(format!(
+                        "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                        other.type_name()
+                    ))
+                }
+            }
+            if points.saturating_add(ev.loaded.get()) > self.opts.max_samples {
+                return Err(Error::TooManySamples);
+            }
+            ts += step_ms;
+        }
+        Ok(Value::Matrix(
+            out.into_iter()
+                .map(|(labels, samples)| Series { labels, samples })
+                .collect(),
+        ))
+    }
+}
+
+/// Parses a series selector such as `up{job="x"}` into storage matchers,
+/// for the metadata APIs (`/api/v1/series`, label values, ...).
+pub fn parse_selector(s: &str) -> Result<Vec<Matcher>> {
+    let expr = parse(s)?;
+    match expr {
+        Expr::VectorSelector(vs) => {
+            if vs.offset.is_some() || vs.at.is_some() {
+                return Err(Error::Parse(format!(
+                    "invalid series selector {s:?}: offset and @ are not allowed"
+                )));
+            }
+            if !vs.matchers.or_matchers.is_empty() {
+                return Err(Error::Parse(format!(
+                    "invalid series selector {s:?}: \"or\" matchers are not supported here"
+                )));
+            }
+            selector_matchers(&vs, &vs.matchers.matchers).map_err(|e| Error::Parse(e.to_string()))
+        }
+        _ => Err(Error::Parse(format!(
+            "invalid series selector {s:?}: expected a vector selector such as up{{job=\"x\"}}"
+        ))),
+    }
+}
+
+fn parse(query: &str) -> Result<Expr> {
+    pp::parse(query).map_err(Error::Parse)
+}
+
+fn documented_type(t: ValueType) -> &'static str {
+    match t {
+        ValueType::Vector => "instant vector",
+        ValueType::Matrix => "range vector",
+        ValueType::Scalar => "scalar",
+        ValueType::String => "string",
+    }
+}
+
+pub(crate) fn check_unique<'a>(labels: impl Iterator<Item = &'a Labels>) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for l in labels {
+        if !seen.insert(l) {
+            return exec_err("vector cannot contain metrics with the same labelset");
+        }
+    }
+    Ok(())
+}
+
+fn selector_matchers(vs: &VectorSelector, ms: &[PMatcher]) -> Result<Vec<Matcher>> {
+    let mut out = Vec::with_capacity(ms.len() + 1);
+    if let Some(name) = &vs.name {
+        out.push(Matcher::equal(METRIC_NAME, name.clone()));
+    }
+    for m in ms {
+        let op = match m.op {
+            PMatchOp::Equal => MatchOp::Equal,
+            PMatchOp::NotEqual => MatchOp::NotEqual,
+            PMatchOp::Re(_) => MatchOp::RegexMatch,
+            PMatchOp::NotRe(_) => MatchOp::RegexNoMatch,
+        };
+        let matcher = Matcher::new(op, m.name.clone(), m.value.clone())
+            .map_err(|e| Error::Parse(e.to_string()))?;
+        out.push(matcher);
+    }
+    Ok(out)
+}
+
+/// Offset in ms; negative offsets look into the future.
+pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => duration_ms(d),
+        Some(Offset::Neg(d)) => -duration_ms(d),
+    }
+}
+
+pub(crate) fn duration_ms(d: &Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn system_time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => duration_ms(&d),
+        Err(e) => -duration_ms(&e.duration()),
+    }
+}
+
+/// A selector's series with the samples loaded for the whole query.
+pub(crate) struct LoadedSeries {
+    pub labels: Arc<Labels>,
+    pub samples: Vec<Sample>,
+}
+
+pub(crate) struct Evaluator<'a> {
+    pub opts: &'a EngineOptions,
+    /// Query bounds, for `@ start()` / `@ end()`.
+    pub start: i64,
+    pub end: i64,
+    deadline: Instant,
+    /// Loaded data per selector, keyed by the address of its `VectorSelector`.
+    data: HashMap<usize, Vec<LoadedSeries>>,
+    /// Per subquery node: the span of evaluation times it will be asked for.
+    subquery_spans: HashMap<usize, (i64, i64)>,
+    subquery_cache: RefCell<HashMap<usize, Rc<Vec<RangeSeries>>>>,
+    /// Samples loaded or materialised so far, for `max_samples`.
+    pub loaded: Cell<usize>,
+}
+
+fn key<T>(node: &T) -> usize {
+    node as *const T as usize
+}
+
+/// Collects, per selector and subquery, the time span the query will need.
+struct Planner<'a> {
+    lookback: i64,
+    start: i64,
+    end: i64,
+    /// (selector, mint, maxt, is the selector a range selector)
+    selectors: Vec<(&'a VectorSelector, i64, i64, bool)>,
+    subqueries: HashMap<usize, (i64, i64)>,
+}
+
+impl<'a> Planner<'a> {
+    fn at(&self, at: &Option<AtModifier>) -> Option<i64> {
+        resolve_at(at, self.start, self.end)
+    }
+
+    fn walk(&mut self, e: &'a Expr, lo: i64, hi: i64) {
+        match e {
+            Expr::VectorSelector(vs) => {
+                let (a, b) = self.at(&vs.at).map_or((lo, hi), |t| (t, t));
+                let off = offset_ms(&vs.offset);
+                let mint = a.saturating_sub(off).saturating_sub(self.lookback);
+                self.selectors.push((vs, mint, b - off, false));
+            }
+            Expr::MatrixSelector(ms) => {
+                let (a, b) = self.at(&ms.vs.at).map_or((lo, hi), |t| (t, t));
+                let off = offset_ms(&ms.vs.offset);
+                let range = duration_ms(&ms.range);
+                let mint = a.saturating_sub(off).saturating_sub(range);
+                self.selectors.push((&ms.vs, mint, b - off, true));
+            }
+            Expr::Subquery(sq) => {
+                let (a, b) = self.at(&sq.at).map_or((lo, hi), |t| (t, t));
+                let off = offset_ms(&sq.offset);
+                let range = duration_ms(&sq.range);
+                let span = self.subqueries.entry(key(sq)).or_insert((a, b));
+                span.0 = span.0.min(a);
+                span.1 = span.1.max(b);
+                self.walk(&sq.expr, a.saturating_sub(off).saturating_sub(range), b - off);
+            }
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    self.walk(p, lo, hi);
+                }
+                self.walk(&a.expr, lo, hi);
+            }
+            Expr::Unary(u) => self.walk(&u.expr, lo, hi),
+            Expr::Binary(b) => {
+                self.walk(&b.lhs, lo, hi);
+                self.walk(&b.rhs, lo, hi);
+            }
+            Expr::Paren(p) => self.walk(&p.expr, lo, hi),
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.walk(a, lo, hi);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+}
+
+pub(crate) fn resolve_at(at: &Option<AtModifier>, start: i64, end: i64) -> Option<i64> {
+    match at {
+        None => None,
+        Some(AtModifier::Start) => Some(start),
+        Some(AtModifier::End) => Some(end),
+        Some(AtModifier::At(t)) => Some(system_time_ms(t)),
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    fn prepare(
+        opts: &'a EngineOptions,
+        storage: &dyn Queryable,
+        expr: &'a Expr,
+        start: i64,
+        end: i64,
+        _step: i64,
+    ) -> Result<Evaluator<'a>> {
+        let deadline = Instant::now() + opts.timeout;
+        let mut planner = Planner {
+            lookback: opts.lookback_delta_ms,
+            start,
+            end,
+            selectors: Vec::new(),
+            subqueries: HashMap::new(),
+        };
+        planner.walk(expr, start, end);
+
+        let mut data = HashMap::new();
+        let mut loaded = 0usize;
+        for (vs, mint, maxt, is_range) in planner.selectors {
+            if Instant::now() > deadline {
+                return Err(Error::Timeout);
+            }
+            let series = load_selector(storage, vs, mint, maxt, is_range)?;
+            loaded = loaded.saturating_add(series.iter().map(|s| s.samples.len()).sum());
+            if loaded > opts.max_samples {
+                return Err(Error::TooManySamples);
+            }
+            data.insert(key(vs), series);
+        }
+        Ok(Evaluator {
+            opts,
+            start,
+            end,
+            deadline,
+            data,
+            subquery_spans: planner.subqueries,
+            subquery_cache: RefCell::new(HashMap::new()),
+            loaded: Cell::new(loaded),
+        })
+    }
+
+    pub fn check_deadline(&self) -> Result<()> {
+        if Instant::now() > self.deadline {
+            Err(Error::Timeout)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn account(&self, n: usize) -> Result<()> {
+        let total = self.loaded.get().saturating_add(n);
+        self.loaded.set(total);
+        if total > self.opts.max_samples {
+            Err(Error::TooManySamples)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn at(&self, at: &Option<AtModifier>) -> Option<i64> {
+        resolve_at(at, self.start, self.end)
+    }
+
+    pub fn eval(&self, e: &Expr, ts: i64) -> Result<StepValue> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(StepValue::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(StepValue::Str(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, ts),
+            Expr::Unary(u) => match self.eval(&u.expr, ts)? {
+                StepValue::Scalar(v) => Ok(StepValue::Scalar(-v)),
+                StepValue::Vector(mut vec) => {
+                    for el in &mut vec {
+                        el.v = -el.v;
+                        el.t = ts;
+                        el.drop_name = true;
+                    }
+                    Ok(StepValue::Vector(vec))
+                }
+                other => exec_err(format!(
+                    "unary expression only allowed on expressions of type scalar or instant vector, got {}",
+                    other.type_name()
+                )),
+            },
+            Expr::VectorSelector(vs) => Ok(StepValue::Vector(self.instant_selector(vs, ts))),
+            Expr::MatrixSelector(ms) => Ok(StepValue::Matrix(self.range_selector(ms, ts))),
+            Expr::Subquery(sq) => {
+                let (all, lo, hi) = self.subquery(sq, ts)?;
+                let out = all
+                    .iter()
+                    .filter_map(|s| {
+                        let w = window(&s.samples, lo, hi);
+                        (!w.is_empty()).then(|| RangeSeries {
+                            labels: s.labels.clone(),
+                            samples: w.to_vec(),
+                            drop_name: s.drop_name,
+                        })
+                    })
+                    .collect();
+                Ok(StepValue::Matrix(out))
+            }
+            Expr::Binary(b) => crate::binary::eval_binary(self, b, ts),
+            Expr::Aggregate(a) => crate::aggregate::eval_aggregate(self, a, ts),
+            Expr::Call(c) => crate::functions::eval_call(self, c, ts),
+            Expr::Extension(_) => exec_err("unsupported expression extension"),
+        }
+    }
+
+    /// Evaluates `e` and requires an instant vector.
+    pub fn eval_vector(&self, e: &Expr, ts: i64) -> Result<Vec<Elem>> {
+        match self.eval(e, ts)? {
+            StepValue::Vector(v) => Ok(v),
+            other => exec_err(format!("expected instant vector, got {}", other.type_name())),
+        }
+    }
+
+    /// Evaluates `e` and requires a scalar.
+    pub fn eval_scalar(&self, e: &Expr, ts: i64) -> Result<f64> {
+        match self.eval(e, ts)? {
+            StepValue::Scalar(v) => Ok(v),
+            other => exec_err(format!("expected scalar, got {}", other.type_name())),
+        }
+    }
+
+    pub fn eval_string(&self, e: &Expr, ts: i64) -> Result<String> {
+        match self.eval(e, ts)? {
+            StepValue::Str(v) => Ok(v),
+            other => exec_err(format!("expected string, got {}", other.type_name())),
+        }
+    }
+
+    fn loaded_series(&self, vs: &VectorSelector) -> &[LoadedSeries] {
+        self.data.get(&key(vs)).map_or(&[], |v| v.as_slice())
+    }
+
+    /// The latest sample of each series within the lookback window.
+    pub fn instant_selector(&self, vs: &VectorSelector, ts: i64) -> Vec<Elem> {
+        let base = self.at(&vs.at).unwrap_or(ts);
+        let eff = base - offset_ms(&vs.offset);
+        let lookback_start = eff - self.opts.lookback_delta_ms;
+        let mut out = Vec::new();
+        for s in self.loaded_series(vs) {
+            let idx = s.samples.partition_point(|p| p.t <= eff);
+            let Some(p) = idx.checked_sub(1).and_then(|i| s.samples.get(i)) else {
+                continue;
+            };
+            // A stale marker ends the series: nothing older counts either.
+            if p.t <= lookback_start || is_stale_nan(p.v) {
+                continue;
+            }
+            out.push(Elem {
+                labels: s.labels.clone(),
+                t: p.t,
+                v: p.v,
+                drop_name: false,
+            });
+        }
+        out
+    }
+
+    /// The window `(eff - range, eff]` of a matrix selector at `ts`, per
+    /// series, borrowed from the loaded data.
+    pub fn range_selector_windows<'s>(
+        &'s self,
+        ms: &MatrixSelector,
+        ts: i64,
+    ) -> impl Iterator<Item = (&'s Arc<Labels>, &'s [Sample])> + 's {
+        let base = self.at(&ms.vs.at).unwrap_or(ts);
+        let hi = base - offset_ms(&ms.vs.offset);
+        let lo = hi - duration_ms(&ms.range);
+        self.loaded_series(&ms.vs)
+            .iter()
+            .map(move |s| (&s.labels, window(&s.samples, lo, hi)))
+            .filter(|(_, w)| !w.is_empty())
+    }
+
+    fn range_selector(&self, ms: &MatrixSelector, ts: i64) -> Vec<RangeSeries> {
+        self.range_selector_windows(ms, ts)
+            .map(|(labels, w)| RangeSeries {
+                labels: labels.clone(),
+                samples: w.to_vec(),
+                drop_name: false,
+            })
+            .collect()
+    }
+
+    /// A subquery's full result (all its inner steps) and the window
+    /// `(lo, hi]` that applies at `ts`.
+    pub fn subquery(&self, sq: &SubqueryExpr, ts: i64) -> Result<(Rc<Vec<RangeSeries>>, i64, i64)> {
+        let base = self.at(&sq.at).unwrap_or(ts);
+        let off = offset_ms(&sq.offset);
+        let range = duration_ms(&sq.range);
+        let hi = base - off;
+        let lo = hi - range;
+        let k = key(sq);
+        if let Some(hit) = self.subquery_cache.borrow().get(&k) {
+            return Ok((hit.clone(), lo, hi));
+        }
+        let (a, b) = self.subquery_spans.get(&k).copied().unwrap_or((base, base));
+        let step = sq
+            .step
+            .as_ref()
+            .map(duration_ms)
+            .filter(|s| *s > 0)
+            .unwrap_or(DEFAULT_SUBQUERY_STEP_MS);
+        let first_lo = a.saturating_sub(off).saturating_sub(range);
+        let last_hi = b - off;
+        // Inner steps are aligned to absolute multiples of the step, first
+        // one strictly after the window start, as in Prometheus.
+        let mut t = first_lo.div_euclid(step) * step;
+        if t <= first_lo {
+            t += step;
+        }
+        let mut series: HashMap<Arc<Labels>, RangeSeries> = HashMap::new();
+        let mut order: Vec<Arc<Labels>> = Vec::new();
+        let mut count = 0usize;
+        while t <= last_hi {
+            self.check_deadline()?;
+            let points: Vec<(Arc<Labels>, f64, bool)> = match self.eval(&sq.expr, t)? {
+                StepValue::Vector(v) => v.into_iter().map(|e| (e.labels, e.v, e.drop_name)).collect(),
+                StepValue::Scalar(v) => vec![(Arc::new(Labels::empty()), v, false)],
+                other => {
+                    return exec_err(format!(
+                        "subquery is only allowed on instant vector, got {}",
+                        other.type_name()
+                    ))
+                }
+            };
+            count += points.len();
+            for (labels, v, drop_name) in points {
+                let entry = series.entry(labels.clone()).or_insert_with(|| {
+                    order.push(labels.clone());
+                    RangeSeries {
+                        labels,
+                        samples: Vec::new(),
+                        drop_name,
+                    }
+                });
+                entry.samples.push(Sample { t, v });
+            }
+            t += step;
+        }
+        self.account(count)?;
+        let all: Vec<RangeSeries> = order
+            .into_iter()
+            .filter_map(|l| series.remove(&l))
+            .collect();
+        let all = Rc::new(all);
+        self.subquery_cache.borrow_mut().insert(k, all.clone());
+        Ok((all, lo, hi))
+    }
+}
+
+/// Samples with `lo < t <= hi` (range selectors are left-open).
+pub(crate) fn window(samples: &[Sample], lo: i64, hi: i64) -> &[Sample] {
+    let a = samples.partition_point(|p| p.t <= lo);
+    let b = samples.partition_point(|p| p.t <= hi);
+    samples.get(a..b).unwrap_or(&[])
+}
+
+fn load_selector(
+    storage: &dyn Queryable,
+    vs: &VectorSelector,
+    mint: i64,
+    maxt: i64,
+    is_range: bool,
+) -> Result<Vec<LoadedSeries>> {
+    // `{a="1" or b="2"}` is a union of plain selections.
+    let mut groups: Vec<&[PMatcher]> = Vec::new();
+    if vs.matchers.or_matchers.is_empty() {
+        groups.push(&vs.matchers.matchers);
+    } else {
+        for g in &vs.matchers.or_matchers {
+            groups.push(g);
+        }
+    }
+    let mut seen: HashMap<Labels, ()> = HashMap::new();
+    let mut out = Vec::new();
+    for g in groups {
+        let matchers = selector_matchers(vs, g)?;
+        let series = storage
+            .select(&matchers, mint, maxt)
+            .map_err(Error::Storage)?;
+        for s in series {
+            if seen.insert(s.labels.clone(), ()).is_some() {
+                continue;
+            }
+            let mut samples = s.samples;
+            // Range vectors never contain stale markers; instant selectors
+            // need them to end the lookback.
+            if is_range {
+                samples.retain(|p| !is_stale_nan(p.v));
+            }
+            // Storage promises sorted samples; sorting again is cheap when
+            // true and keeps binary searches correct when not.
+            if !samples.windows(2).all(|w| w[0].t <= w[1].t) {
+                samples.sort_by_key(|p| p.t);
+            }
+            out.push(LoadedSeries {
+                labels: Arc::new(s.labels),
+                samples,
+            });
+        }
+    }
+    Ok(out)
+}

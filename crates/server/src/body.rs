@@ -1,0 +1,113 @@
+//! Request bodies: size limits, gzip, and the error responses every endpoint
+//! shares. Errors are mapped to protocol status here, at the edge.
+
+use std::io::Read;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Why a request was refused; the `reason` label of
+/// `sonde_rejected_requests_total`.
+#[derive(Debug)]
+pub enum RequestError {
+    TooLarge(usize),
+    UnsupportedMediaType(String),
+    UnsupportedEncoding(String),
+    BadRequest(String),
+    Overloaded,
+    Internal(String),
+}
+
+impl RequestError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RequestError::TooLarge(_) => "too_large",
+            RequestError::UnsupportedMediaType(_) => "unsupported_media_type",
+            RequestError::UnsupportedEncoding(_) => "unsupported_encoding",
+            RequestError::BadRequest(_) => "bad_request",
+            RequestError::Overloaded => "overloaded",
+            RequestError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RequestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::UnsupportedMediaType(_) | RequestError::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            RequestError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            RequestError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            RequestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            RequestError::TooLarge(limit) => {
+                format!("request body is larger than the limit of {limit} bytes; send smaller batches")
+            }
+            RequestError::UnsupportedMediaType(ct) => format!("unsupported content type {ct:?}"),
+            RequestError::UnsupportedEncoding(enc) => {
+                format!("unsupported content encoding {enc:?}; use gzip or none")
+            }
+            RequestError::BadRequest(m) | RequestError::Internal(m) => m.clone(),
+            RequestError::Overloaded => "server is handling too many writes; retry with backoff".into(),
+        }
+    }
+}
+
+impl IntoResponse for RequestError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status(), self.message()).into_response();
+        if matches!(self, RequestError::Overloaded) {
+            resp.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+/// Reads a body of at most `limit` bytes, then undoes a gzip
+/// `Content-Encoding` (whose output is limited too, against zip bombs).
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, RequestError> {
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| RequestError::TooLarge(limit))?;
+    let encoding = headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "" | "identity" => Ok(raw.to_vec()),
+        "gzip" => gunzip(&raw, limit),
+        other => Err(RequestError::UnsupportedEncoding(other.to_string())),
+    }
+}
+
+pub fn gunzip(data: &[u8], limit: usize) -> Result<Vec<u8>, RequestError> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(data)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| RequestError::BadRequest(format!("malformed gzip body: {e}")))?;
+    if out.len() > limit {
+        return Err(RequestError::TooLarge(limit));
+    }
+    Ok(out)
+}
+
+pub fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}

@@ -1,0 +1,340 @@
+//! Configuration: one TOML file, every key overridable by a `SONDE_<KEY>`
+//! environment variable and by a `--<key>` flag (dashes for underscores), in
+//! that order of precedence (flag over env over file over default).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use sonde_store::{FsyncPolicy, StoreOptions};
+
+/// Every setting of `sonde serve`. See `sonde.example.toml` for each key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the WAL and blocks live.
+    pub data_dir: PathBuf,
+    /// Prometheus-compatible HTTP API, remote write, Sonde's own endpoints.
+    pub api_addr: String,
+    /// OTLP over gRPC.
+    pub otlp_grpc_addr: String,
+    /// OTLP over HTTP (protobuf and JSON).
+    pub otlp_http_addr: String,
+    /// Largest accepted request body, compressed or not.
+    pub max_request_bytes: usize,
+    /// Ingest requests handled at once; more are refused with 429 so memory
+    /// stays bounded under overload.
+    pub max_inflight_writes: usize,
+    /// `always` (fsync before every acknowledgement), `interval` or `never`.
+    pub wal_fsync: String,
+    /// Period of the fsync when `wal_fsync = "interval"`.
+    pub wal_fsync_interval: String,
+    /// Time range of a block cut from the in-memory head.
+    pub block_range: String,
+    /// How late a sample may arrive behind its series' newest one.
+    pub out_of_order_window: String,
+    /// How far ahead of the server clock a sample may be.
+    pub future_tolerance: String,
+    /// Age after which data is deleted (`0` keeps it forever).
+    pub retention: String,
+    /// Size of the data directory above which the oldest blocks are deleted
+    /// (`0` for no limit), e.g. `50GiB`.
+    pub retention_size: String,
+    pub max_series: usize,
+    pub max_series_per_metric: usize,
+    pub max_labels_per_series: usize,
+    pub max_label_name_length: usize,
+    pub max_label_value_length: usize,
+    /// How far back an instant vector selector looks for a sample.
+    pub lookback_delta: String,
+    /// Samples one query may hold in memory.
+    pub query_max_samples: usize,
+    pub query_timeout: String,
+    /// Queries evaluated at once; more wait.
+    pub max_concurrent_queries: usize,
+    /// Log filter, as in `RUST_LOG` (`info`, `sonde=debug`).
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./sonde-data"),
+            api_addr: "127.0.0.1:7070".into(),
+            otlp_grpc_addr: "127.0.0.1:4317".into(),
+            otlp_http_addr: "127.0.0.1:4318".into(),
+            max_request_bytes: 16 << 20,
+            max_inflight_writes: 64,
+            wal_fsync: "interval".into(),
+            wal_fsync_interval: "1s".into(),
+            block_range: "2h".into(),
+            out_of_order_window: "30m".into(),
+            future_tolerance: "10m".into(),
+            retention: "15d".into(),
+            retention_size: "0".into(),
+            max_series: 2_000_000,
+            max_series_per_metric: 200_000,
+            max_labels_per_series: 64,
+            max_label_name_length: 256,
+            max_label_value_length: 4096,
+            lookback_delta: "5m".into(),
+            query_max_samples: 50_000_000,
+            query_timeout: "2m".into(),
+            max_concurrent_queries: 8,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Builds the configuration from `--config FILE`, the environment and
+    /// the remaining `--key value` / `--key=value` flags.
+    pub fn load(args: &[String], env: impl Iterator<Item = (String, String)>) -> anyhow::Result<Config> {
+        let mut file: Option<PathBuf> = None;
+        let mut overrides: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in env {
+            if let Some(key) = k.strip_prefix("SONDE_") {
+                if key == "CONFIG" {
+                    file = Some(PathBuf::from(v));
+                } else if key != "SHARED" && key != "REQUIRE_SHARED" {
+                    overrides.insert(key.to_ascii_lowercase(), v);
+                }
+            }
+        }
+        let mut flags = args.iter();
+        while let Some(arg) = flags.next() {
+            let Some(flag) = arg.strip_prefix("--") else {
+                bail!("unexpected argument {arg:?}: settings are given as --key value");
+            };
+            let (key, value) = match flag.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => {
+                    let v = flags.next().with_context(|| format!("flag --{flag} needs a value"))?;
+                    (flag.to_string(), v.clone())
+                }
+            };
+            if key == "config" {
+                file = Some(PathBuf::from(value));
+            } else {
+                overrides.insert(key.replace('-', "_"), value);
+            }
+        }
+        let mut table: toml::Table = match &file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                text.parse()
+                    .with_context(|| format!("config file {} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        let defaults = toml::Table::try_from_defaults();
+        for (key, value) in overrides {
+            let typed = match defaults.get(&key) {
+                Some(toml::Value::Integer(_)) => toml::Value::Integer(
+                    value
+                        .parse()
+                        .with_context(|| format!("setting {key} needs a whole number, got {value:?}"))?,
+                ),
+                Some(_) => toml::Value::String(value),
+                None => bail!("unknown setting {key:?}; see sonde.example.toml for the list"),
+            };
+            table.insert(key, typed);
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {}", e.message()))?;
+        config.store_options()?;
+        config.durations()?;
+        Ok(config)
+    }
+
+    pub fn store_options(&self) -> anyhow::Result<StoreOptions> {
+        let ms = |name: &str, v: &str| -> anyhow::Result<i64> {
+            Ok(parse_duration(v).with_context(|| format!("setting {name}: {v:?} is not a duration like 30s, 5m, 2h, 15d"))?.as_millis() as i64)
+        };
+        let fsync = match self.wal_fsync.as_str() {
+            "always" => FsyncPolicy::Always,
+            "interval" => FsyncPolicy::IntervalMs(ms("wal_fsync_interval", &self.wal_fsync_interval)?.max(1) as u64),
+            "never" => FsyncPolicy::Never,
+            other => bail!("setting wal_fsync: {other:?} is not one of always, interval, never"),
+        };
+        Ok(StoreOptions {
+            fsync,
+            block_range_ms: ms("block_range", &self.block_range)?.max(60_000),
+            out_of_order_window_ms: ms("out_of_order_window", &self.out_of_order_window)?,
+            future_tolerance_ms: ms("future_tolerance", &self.future_tolerance)?,
+            retention_ms: ms("retention", &self.retention)?,
+            retention_bytes: parse_size(&self.retention_size)
+                .with_context(|| format!("setting retention_size: {:?} is not a size like 0, 500MiB, 20GB", self.retention_size))?,
+            max_series: self.max_series,
+            max_series_per_metric: self.max_series_per_metric,
+            max_labels_per_series: self.max_labels_per_series,
+            max_label_name_len: self.max_label_name_length,
+            max_label_value_len: self.max_label_value_length,
+        })
+    }
+
+    /// (lookback delta, query timeout).
+    pub fn durations(&self) -> anyhow::Result<(Duration, Duration)> {
+        let d = |name: &str, v: &str| parse_duration(v).with_context(|| format!("setting {name}: {v:?} is not a duration"));
+        Ok((d("lookback_delta", &self.lookback_delta)?, d("query_timeout", &self.query_timeout)?))
+    }
+}
+
+trait Defaults {
+    fn try_from_defaults() -> toml::Table;
+}
+
+impl Defaults for toml::Table {
+    /// The default config as a table, to learn each key's type.
+    fn try_from_defaults() -> toml::Table {
+        let d = Config::default();
+        let mut t = toml::Table::new();
+        let s = |v: &str| toml::Value::String(v.to_string());
+        let i = |v: usize| toml::Value::Integer(v as i64);
+        t.insert("data_dir".into(), s(&d.data_dir.to_string_lossy()));
+        for (k, v) in [
+            ("api_addr", &d.api_addr),
+            ("otlp_grpc_addr", &d.otlp_grpc_addr),
+            ("otlp_http_addr", &d.otlp_http_addr),
+            ("wal_fsync", &d.wal_fsync),
+            ("wal_fsync_interval", &d.wal_fsync_interval),
+            ("block_range", &d.block_range),
+            ("out_of_order_window", &d.out_of_order_window),
+            ("future_tolerance", &d.future_tolerance),
+            ("retention", &d.retention),
+            ("retention_size", &d.retention_size),
+            ("lookback_delta", &d.lookback_delta),
+            ("query_timeout", &d.query_timeout),
+            ("log_level", &d.log_level),
+        ] {
+            t.insert(k.into(), s(v));
+        }
+        for (k, v) in [
+            ("max_request_bytes", d.max_request_bytes),
+            ("max_inflight_writes", d.max_inflight_writes),
+            ("max_series", d.max_series),
+            ("max_series_per_metric", d.max_series_per_metric),
+            ("max_labels_per_series", d.max_labels_per_series),
+            ("max_label_name_length", d.max_label_name_length),
+            ("max_label_value_length", d.max_label_value_length),
+            ("query_max_samples", d.query_max_samples),
+            ("max_concurrent_queries", d.max_concurrent_queries),
+        ] {
+            t.insert(k.into(), i(v));
+        }
+        t
+    }
+}
+
+/// Prometheus-style durations: `1h30m`, `15d`, `250ms`, `0`; a bare number
+/// is seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let mut total_ms: u128 = 0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: u128 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_ms: u128 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            _ => return None,
+        };
+        total_ms = total_ms.checked_add(n.checked_mul(unit_ms)?)?;
+        rest = &rest[unit_len..];
+    }
+    Some(Duration::from_millis(u64::try_from(total_ms).ok()?))
+}
+
+/// Sizes: a byte count or a number with KB/MB/GB/TB or KiB/MiB/GiB/TiB.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let n: f64 = s[..split].parse().ok()?;
+    let mult: f64 = match s[split..].trim() {
+        "" | "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "TiB" => 1024.0f64.powi(4),
+        _ => return None,
+    };
+    Some((n * mult) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_env_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sonde.toml");
+        std::fs::write(&file, "retention = \"30d\"\nmax_series = 10\napi_addr = \"127.0.0.1:1\"\n").unwrap();
+        let args: Vec<String> = ["--config", file.to_str().unwrap(), "--max-series", "20", "--data-dir=/tmp/x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let env = vec![("SONDE_API_ADDR".to_string(), "127.0.0.1:2".to_string()), ("SONDE_MAX_SERIES".into(), "15".into())];
+        let c = Config::load(&args, env.into_iter()).unwrap();
+        assert_eq!(c.retention, "30d");
+        assert_eq!(c.max_series, 20);
+        assert_eq!(c.api_addr, "127.0.0.1:2");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn bad_settings_are_explained() {
+        let err = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            Config::load(&args, std::iter::empty()).unwrap_err().to_string()
+        };
+        assert!(err(&["--no-such-key", "1"]).contains("unknown setting"));
+        assert!(err(&["--max-series", "lots"]).contains("whole number"));
+        assert!(err(&["--wal-fsync", "sometimes"]).contains("not one of"));
+        assert!(err(&["--retention", "forever"]).contains("not a duration"));
+    }
+
+    #[test]
+    fn the_example_config_parses_and_matches_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sonde.example.toml");
+        let args = vec!["--config".to_string(), path.to_string()];
+        let c = Config::load(&args, std::iter::empty()).unwrap();
+        let d = Config::default();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("15"), Some(Duration::from_secs(15)));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("0"), Some(0));
+    }
+}

@@ -1,0 +1,149 @@
+//! OTLP over gRPC, served by hand on HTTP/2: a unary gRPC call is a POST
+//! whose body is one length-prefixed message and whose response ends with
+//! `grpc-status` trailers. This avoids a gRPC framework for one method.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body::Frame;
+use prost::Message;
+use sonde_ingest::otlp::collector::ExportMetricsServiceResponse;
+
+use crate::app::AppState;
+use crate::body::{gunzip, RequestError};
+use crate::write::{partial_success, store_batch};
+
+/// gRPC status codes used here.
+const OK: u32 = 0;
+const INVALID_ARGUMENT: u32 = 3;
+const RESOURCE_EXHAUSTED: u32 = 8;
+const UNIMPLEMENTED: u32 = 12;
+const INTERNAL: u32 = 13;
+const UNAVAILABLE: u32 = 14;
+
+/// One data frame, then trailers.
+struct UnaryBody {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl http_body::Body for UnaryBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(d) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+}
+
+fn grpc_ok(msg: &impl Message) -> Response {
+    let payload = msg.encode_to_vec();
+    let mut framed = Vec::with_capacity(payload.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&payload);
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from(OK));
+    let mut resp = Response::new(Body::new(UnaryBody {
+        data: Some(Bytes::from(framed)),
+        trailers: Some(trailers),
+    }));
+    resp.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
+    resp
+}
+
+/// A "trailers-only" response: the status travels in the headers.
+fn grpc_error(code: u32, message: &str) -> Response {
+    let mut resp = StatusCode::OK.into_response();
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", HeaderValue::from(code));
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
+        h.insert("grpc-message", v);
+    }
+    resp
+}
+
+/// gRPC requires grpc-message to be percent-encoded outside printable ASCII.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Extracts the single message of a unary request.
+fn unframe(headers: &HeaderMap, body: &[u8], limit: usize) -> Result<Vec<u8>, (u32, String)> {
+    if body.len() < 5 {
+        return Err((INVALID_ARGUMENT, "request is not a length-prefixed gRPC message".into()));
+    }
+    let compressed = body[0] == 1;
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    let msg = body
+        .get(5..5 + len)
+        .ok_or((INVALID_ARGUMENT, "gRPC message is shorter than its length prefix".to_string()))?;
+    if !compressed {
+        return Ok(msg.to_vec());
+    }
+    match headers.get("grpc-encoding").and_then(|v| v.to_str().ok()) {
+        Some("gzip") => gunzip(msg, limit).map_err(|e| match e {
+            RequestError::TooLarge(_) => (RESOURCE_EXHAUSTED, e.message()),
+            _ => (INVALID_ARGUMENT, e.message()),
+        }),
+        other => Err((
+            UNIMPLEMENTED,
+            format!("unsupported grpc-encoding {other:?}; use gzip or identity"),
+        )),
+    }
+}
+
+pub async fn export_metrics(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let result: Result<Response, (u32, String)> = async {
+        let _permit = state
+            .write_permits
+            .try_acquire()
+            .map_err(|_| (UNAVAILABLE, RequestError::Overloaded.message()))?;
+        let limit = state.config.max_request_bytes;
+        let raw = axum::body::to_bytes(body, limit + 5)
+            .await
+            .map_err(|_| (RESOURCE_EXHAUSTED, RequestError::TooLarge(limit).message()))?;
+        let msg = unframe(&headers, &raw, limit)?;
+        let req = sonde_ingest::otlp::decode_proto(&msg).map_err(|e| (INVALID_ARGUMENT, e.to_string()))?;
+        let batch = state.converter.convert(&req, state.clock.now_ms());
+        let report = store_batch(&state, "otlp_grpc", batch).await.map_err(|e| (INTERNAL, e.message()))?;
+        Ok(grpc_ok(&ExportMetricsServiceResponse {
+            partial_success: partial_success(&report),
+        }))
+    }
+    .await;
+    let resp = result.unwrap_or_else(|(code, msg)| {
+        let reason = match code {
+            INVALID_ARGUMENT => "bad_request",
+            RESOURCE_EXHAUSTED => "too_large",
+            UNAVAILABLE => "overloaded",
+            UNIMPLEMENTED => "unsupported_encoding",
+            _ => "internal",
+        };
+        state.metrics.rejected_request("otlp_grpc", reason);
+        grpc_error(code, &msg)
+    });
+    state.metrics.request("otlp_grpc", resp.status().as_u16());
+    resp
+}
+
+pub async fn unimplemented() -> Response {
+    grpc_error(UNIMPLEMENTED, "this service or method is not served here; Sonde serves OTLP metrics export")
+}
