@@ -109,6 +109,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {addr} for {what}; is another server using it?"))
         }
     };
+    let signal = shutdown_signal()?;
     // Bind first so a busy port fails fast, before the WAL replay.
     let api_listener = bind(&config.api_addr, "the API").await?;
     let grpc_listener = bind(&config.otlp_grpc_addr, "OTLP/gRPC").await?;
@@ -144,7 +145,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .into_future(),
         ),
     ];
-    wait_for_signal().await;
+    signal.await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
     let _ = stop_tx.send(true);
     for s in servers {
@@ -161,25 +162,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+/// SIGINT or SIGTERM. Handlers are installed when this is created, before
+/// the listeners serve, so a signal can never hit the default action.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
+            _ = int.recv() => {}
             _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
 }
 
 /// Periodic fsync (for the interval policy) and storage maintenance.

@@ -1,0 +1,454 @@
+//! End-to-end tests: a real `sonde serve` process, talked to the way users
+//! do (HTTP, remote write, OTLP/HTTP), including bad input, kill -9 and
+//! restart.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+use serde_json::Value;
+use sonde_ingest::otlp::collector::ExportMetricsServiceRequest;
+use sonde_model::{Labels, Sample, Series};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+struct Server {
+    child: Child,
+    dir: PathBuf,
+    extra: Vec<String>,
+    api: String,
+    otlp_http: String,
+    ports: [u16; 3],
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, extra: &[&str]) -> Server {
+        let ports = [free_port(), free_port(), free_port()];
+        Self::start_on(dir, extra.iter().map(|s| s.to_string()).collect(), ports)
+    }
+
+    fn start_on(dir: &Path, extra: Vec<String>, ports: [u16; 3]) -> Server {
+        let log = dir.with_extension("log");
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sonde"))
+            .arg("serve")
+            .args(["--data-dir", dir.to_str().unwrap()])
+            .args(["--api-addr", &format!("127.0.0.1:{}", ports[0])])
+            .args(["--otlp-grpc-addr", &format!("127.0.0.1:{}", ports[1])])
+            .args(["--otlp-http-addr", &format!("127.0.0.1:{}", ports[2])])
+            .args(&extra)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start sonde");
+        let s = Server {
+            child,
+            dir: dir.to_path_buf(),
+            extra,
+            api: format!("http://127.0.0.1:{}", ports[0]),
+            otlp_http: format!("http://127.0.0.1:{}", ports[2]),
+            ports,
+            log,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if ureq::get(&format!("{}/ready", self.api)).call().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("sonde did not become ready; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+    }
+
+    fn kill9(mut self) -> (PathBuf, Vec<String>, [u16; 3]) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let parts = (self.dir.clone(), std::mem::take(&mut self.extra), self.ports);
+        std::mem::forget(self);
+        parts
+    }
+
+    /// SIGTERM and wait: the orderly shutdown path.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        send_signal(self.child.id() as i32, 15);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                std::mem::forget(self);
+                return status;
+            }
+            assert!(Instant::now() < deadline, "sonde did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn query(&self, expr: &str, time_ms: i64) -> Value {
+        let url = format!("{}/api/v1/query", self.api);
+        let resp = ureq::get(&url)
+            .query("query", expr)
+            .query("time", &format!("{}", time_ms as f64 / 1000.0))
+            .call();
+        json_of(resp)
+    }
+
+    /// (labels as string, value) of an instant vector result.
+    fn vector(&self, expr: &str, time_ms: i64) -> Vec<(String, f64)> {
+        let v = self.query(expr, time_ms);
+        assert_eq!(v["status"], "success", "{expr}: {v}");
+        let mut out: Vec<(String, f64)> = v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let mut labels: Vec<String> = r["metric"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+                    .collect();
+                labels.sort();
+                (labels.join(","), parse_value(&r["value"][1]))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn remote_write(&self, series: &[Series]) -> (u16, String) {
+        let body = sonde_ingest::remote_write::encode(series);
+        post(&format!("{}/api/v1/write", self.api), "application/x-protobuf", &[], &body)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The workspace forbids `unsafe`, so signals go through kill(1).
+fn send_signal(pid: i32, sig: i32) {
+    Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+}
+
+fn parse_value(v: &Value) -> f64 {
+    match v.as_str().unwrap() {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        s => s.parse().unwrap(),
+    }
+}
+
+fn json_of(resp: Result<ureq::Response, ureq::Error>) -> Value {
+    let resp = match resp {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("request failed: {e}"),
+    };
+    serde_json::from_str(&resp.into_string().unwrap()).unwrap()
+}
+
+fn status_of(resp: Result<ureq::Response, ureq::Error>) -> (u16, String) {
+    match resp {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("request failed: {e}"),
+    }
+}
+
+fn post(url: &str, content_type: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut req = ureq::post(url).set("content-type", content_type);
+    for (k, v) in headers {
+        req = req.set(k, v);
+    }
+    status_of(req.send_bytes(body))
+}
+
+fn series(name: &str, extra: &[(&str, &str)], samples: &[(i64, f64)]) -> Series {
+    let mut pairs = vec![("__name__", name)];
+    pairs.extend_from_slice(extra);
+    Series {
+        labels: Labels::from_pairs(pairs),
+        samples: samples.iter().map(|&(t, v)| Sample { t, v }).collect(),
+    }
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn otlp_gauge_json(name: &str, service: &str, t_ms: i64, value: f64) -> String {
+    serde_json::json!({
+        "resourceMetrics": [{
+            "resource": {"attributes": [
+                {"key": "service.name", "value": {"stringValue": service}},
+                {"key": "service.instance.id", "value": {"stringValue": "i-1"}},
+                {"key": "host.name", "value": {"stringValue": "box"}}
+            ]},
+            "scopeMetrics": [{
+                "scope": {"name": "e2e", "version": "1"},
+                "metrics": [{
+                    "name": name,
+                    "unit": "By",
+                    "gauge": {"dataPoints": [{
+                        "timeUnixNano": (t_ms * 1_000_000).to_string(),
+                        "asDouble": value,
+                        "attributes": [{"key": "disk.device", "value": {"stringValue": "sda"}}]
+                    }]}
+                }]
+            }]
+        }]
+    })
+    .to_string()
+}
+
+#[test]
+fn remote_write_then_promql() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("d"), &[]);
+    let t0 = (now_ms() - 60_000) / 10_000 * 10_000;
+    let samples: Vec<(i64, f64)> = (0..5).map(|i| (t0 + i * 10_000, (i * 10) as f64)).collect();
+    let (code, body) = s.remote_write(&[
+        series("http_requests_total", &[("job", "api"), ("code", "200")], &samples),
+        series("http_requests_total", &[("job", "api"), ("code", "500")], &samples[..3]),
+    ]);
+    assert_eq!(code, 204, "{body}");
+    let at = t0 + 40_000;
+    assert_eq!(
+        s.vector("http_requests_total", at),
+        vec![
+            ("__name__=http_requests_total,code=200,job=api".to_string(), 40.0),
+            ("__name__=http_requests_total,code=500,job=api".to_string(), 20.0),
+        ]
+    );
+    assert_eq!(s.vector("sum by (job) (http_requests_total)", at), vec![("job=api".to_string(), 60.0)]);
+    let rate = s.vector(r#"rate(http_requests_total{code="200"}[1m])"#, at);
+    assert_eq!(rate.len(), 1);
+    // Prometheus's extrapolation: 40 over the 40 s the samples cover, not
+    // extrapolated below zero at the start, divided by the 60 s window.
+    assert!((rate[0].1 - 40.0 / 60.0).abs() < 1e-9, "{rate:?}");
+
+    let series_resp = json_of(ureq::get(&format!("{}/api/v1/series", s.api)).query("match[]", "http_requests_total").call());
+    assert_eq!(series_resp["data"].as_array().unwrap().len(), 2, "{series_resp}");
+    let labels = json_of(ureq::get(&format!("{}/api/v1/labels", s.api)).call());
+    assert_eq!(labels["data"], serde_json::json!(["__name__", "code", "job"]));
+    let values = json_of(ureq::get(&format!("{}/api/v1/label/code/values", s.api)).call());
+    assert_eq!(values["data"], serde_json::json!(["200", "500"]));
+    let range = json_of(
+        ureq::get(&format!("{}/api/v1/query_range", s.api))
+            .query("query", r#"http_requests_total{code="500"}"#)
+            .query("start", &format!("{}", t0 / 1000))
+            .query("end", &format!("{}", (t0 + 40_000) / 1000))
+            .query("step", "10s")
+            .call(),
+    );
+    assert_eq!(range["data"]["resultType"], "matrix");
+    // Three samples, then the lookback keeps the last one visible.
+    let values = range["data"]["result"][0]["values"].as_array().unwrap();
+    assert_eq!(values.len(), 5, "{range}");
+    let build = json_of(ureq::get(&format!("{}/api/v1/status/buildinfo", s.api)).call());
+    assert_eq!(build["status"], "success");
+}
+
+#[test]
+fn otlp_http_json_protobuf_and_gzip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("d"), &[]);
+    let t = now_ms() - 5_000;
+    let url = format!("{}/v1/metrics", s.otlp_http);
+    let json = otlp_gauge_json("system.disk.free", "db", t, 123.5);
+    let (code, body) = post(&url, "application/json", &[], json.as_bytes());
+    assert_eq!(code, 200, "{body}");
+    let want = "__name__=system_disk_free_bytes,disk_device=sda,instance=i-1,job=db,otel_scope_name=e2e,otel_scope_version=1";
+    assert_eq!(s.vector("system_disk_free_bytes", t), vec![(want.to_string(), 123.5)]);
+    let info = s.vector("target_info", t);
+    assert_eq!(info, vec![("__name__=target_info,host_name=box,instance=i-1,job=db".to_string(), 1.0)]);
+
+    // The same request as gzip'd protobuf, a second later and another value.
+    let req: ExportMetricsServiceRequest = serde_json::from_str(&otlp_gauge_json("system.disk.free", "db", t + 1000, 99.0)).unwrap();
+    let (code, body) = post(&url, "application/x-protobuf", &[("content-encoding", "gzip")], &gzip(&req.encode_to_vec()));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(s.vector("system_disk_free_bytes", t + 1000)[0].1, 99.0);
+    let meta = json_of(ureq::get(&format!("{}/api/v1/metadata", s.api)).call());
+    assert_eq!(meta["data"]["system_disk_free_bytes"][0]["type"], "gauge", "{meta}");
+    assert_eq!(meta["data"]["system_disk_free_bytes"][0]["unit"], "bytes", "{meta}");
+}
+
+#[test]
+fn delta_counters_read_correctly_with_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("d"), &[]);
+    let t0 = now_ms() - 120_000;
+    let url = format!("{}/v1/metrics", s.otlp_http);
+    // Each export carries the increase since the previous one: 6 per 10 s.
+    for i in 0..12 {
+        let body = serde_json::json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [{
+            "name": "jobs.done", "unit": "{job}",
+            "sum": {"aggregationTemporality": 1, "isMonotonic": true, "dataPoints": [{
+                "startTimeUnixNano": ((t0 + (i - 1) * 10_000) * 1_000_000).to_string(),
+                "timeUnixNano": ((t0 + i * 10_000) * 1_000_000).to_string(),
+                "asInt": "6"
+            }]}
+        }]}]}]});
+        let (code, resp) = post(&url, "application/json", &[], body.to_string().as_bytes());
+        assert_eq!(code, 200, "{resp}");
+    }
+    let at = t0 + 110_000;
+    assert_eq!(s.vector("jobs_done_total", at)[0].1, 72.0);
+    let rate = s.vector("rate(jobs_done_total[1m])", at);
+    assert!((rate[0].1 - 0.6).abs() < 1e-9, "{rate:?}");
+}
+
+#[test]
+fn bad_input_gets_precise_errors_and_the_server_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &tmp.path().join("d"),
+        &["--max-request-bytes", "100000", "--max-series-per-metric", "3", "--query-max-samples", "50"],
+    );
+    let t = now_ms() - 1000;
+    assert_eq!(s.remote_write(&[series("kept", &[], &[(t, 1.0)])]).0, 204);
+    let write = format!("{}/api/v1/write", s.api);
+    let otlp = format!("{}/v1/metrics", s.otlp_http);
+
+    let (code, body) = post(&write, "application/x-protobuf", &[], b"\x00garbage");
+    assert_eq!(code, 400);
+    assert!(body.contains("snappy"), "{body}");
+    let bad_proto = snap::raw::Encoder::new().compress_vec(b"\xff\xff\xff\xff").unwrap();
+    let (code, body) = post(&write, "application/x-protobuf", &[], &bad_proto);
+    assert_eq!((code, body.contains("protobuf")), (400, true), "{body}");
+    let (code, body) = post(&otlp, "application/json", &[], b"{\"resourceMetrics\": [");
+    assert_eq!((code, body.contains("malformed json")), (400, true), "{body}");
+    let (code, body) = post(&otlp, "application/x-protobuf", &[], b"\xff\xff\xff");
+    assert_eq!((code, body.contains("malformed protobuf")), (400, true), "{body}");
+    let (code, body) = post(&otlp, "text/plain", &[], b"hello");
+    assert_eq!((code, body.contains("unsupported content type")), (415, true), "{body}");
+    let (code, body) = post(&otlp, "application/json", &[("content-encoding", "br")], b"{}");
+    assert_eq!(code, 415, "{body}");
+    let (code, body) = post(&otlp, "application/json", &[], &vec![b' '; 200_000]);
+    assert_eq!((code, body.contains("larger than the limit")), (413, true), "{body}");
+    // A small gzip body that inflates past the limit is refused too.
+    let (code, _) = post(&otlp, "application/json", &[("content-encoding", "gzip")], &gzip(&vec![b' '; 1_000_000]));
+    assert_eq!(code, 413);
+
+    let (code, body) = s.remote_write(&[series("bad-name", &[], &[(t, 1.0)])]);
+    assert_eq!((code, body.contains("invalid metric name")), (400, true), "{body}");
+    let (code, body) = s.remote_write(&[series("ok_name", &[("bad.label", "x")], &[(t, 1.0)])]);
+    assert_eq!((code, body.contains("invalid label name")), (400, true), "{body}");
+    let (code, body) = s.remote_write(&[series("future", &[], &[(t + 86_400_000, 1.0)])]);
+    assert_eq!((code, body.contains("ahead of the server clock")), (400, true), "{body}");
+    let (code, body) = s.remote_write(&[series("past", &[], &[(t - 400 * 86_400_000, 1.0)])]);
+    assert_eq!((code, body.contains("older than the retention")), (400, true), "{body}");
+
+    // Series over the per-metric limit: the new one is rejected, existing
+    // ones keep ingesting.
+    let hosts: Vec<Series> = (0..3).map(|i| series("per_host", &[("h", &i.to_string())], &[(t, 1.0)])).collect();
+    assert_eq!(s.remote_write(&hosts).0, 204);
+    let (code, body) = s.remote_write(&[series("per_host", &[("h", "3")], &[(t, 1.0)]), series("per_host", &[("h", "0")], &[(t + 1, 2.0)])]);
+    assert_eq!((code, body.contains("series_per_metric_limit")), (400, true), "{body}");
+    assert_eq!(s.vector("per_host", t + 1).len(), 3);
+    assert_eq!(s.vector(r#"per_host{h="0"}"#, t + 1)[0].1, 2.0);
+
+    // NaN and infinities are valid sample values in Prometheus and OTLP;
+    // they are stored and returned as such.
+    assert_eq!(s.remote_write(&[series("odd_values", &[("k", "nan")], &[(t, f64::NAN)]), series("odd_values", &[("k", "inf")], &[(t, f64::INFINITY)])]).0, 204);
+    let odd = s.vector("odd_values", t);
+    assert!(odd[0].1.is_infinite() && odd[1].1.is_nan(), "{odd:?}");
+
+    let v = s.query("sum(rate(kept[5m]", t);
+    assert_eq!((v["status"].as_str(), v["errorType"].as_str()), (Some("error"), Some("bad_data")), "{v}");
+    let (code, _) = status_of(ureq::get(&format!("{}/api/v1/query", s.api)).query("query", "sum(").call());
+    assert_eq!(code, 400);
+    let (code, body) = status_of(
+        ureq::get(&format!("{}/api/v1/query_range", s.api))
+            .query("query", "per_host")
+            .query("start", &format!("{}", (t - 3_600_000) / 1000))
+            .query("end", &format!("{}", t / 1000 + 60))
+            .query("step", "1")
+            .call(),
+    );
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("too many samples"), "{body}");
+
+    // After all that: still serving, nothing accepted was lost.
+    assert_eq!(s.vector("kept", t), vec![("__name__=kept".to_string(), 1.0)]);
+    let metrics = ureq::get(&format!("{}/metrics", s.api)).call().unwrap().into_string().unwrap();
+    assert!(metrics.contains(r#"sonde_rejected_samples_total{reason="series_per_metric_limit"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"sonde_rejected_requests_total{protocol="otlp_http",reason="too_large"} 2"#), "{metrics}");
+}
+
+/// Writes in a loop, remembering what was acknowledged, until the server
+/// stops answering.
+fn write_until_killed(api: &str, acked: &Mutex<Vec<(i64, f64)>>, t0: i64) {
+    for i in 0i64.. {
+        let batch: Vec<(i64, f64)> = (0..50).map(|j| (t0 + (i * 50 + j) * 10, (i * 50 + j) as f64)).collect();
+        let body = sonde_ingest::remote_write::encode(&[series("crash_test", &[("w", "1")], &batch)]);
+        match ureq::post(&format!("{api}/api/v1/write")).set("content-type", "application/x-protobuf").send_bytes(&body) {
+            Ok(r) if r.status() == 204 => acked.lock().unwrap().extend(batch),
+            _ => return,
+        }
+    }
+}
+
+#[test]
+fn kill_9_during_ingest_loses_nothing_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("d"), &[]);
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let t0 = now_ms() - 600_000;
+    let writer = {
+        let (api, acked) = (s.api.clone(), acked.clone());
+        std::thread::spawn(move || write_until_killed(&api, &acked, t0))
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let (dir, extra, ports) = s.kill9();
+    writer.join().unwrap();
+    let acked: Vec<(i64, f64)> = acked.lock().unwrap().clone();
+    assert!(acked.len() > 500, "the writer got only {} samples acknowledged", acked.len());
+    let s = Server::start_on(&dir, extra, ports);
+    let last = acked.last().unwrap().0;
+    let window = format!("{}ms", last - t0 + 1);
+    let stored = s.vector(&format!("count_over_time(crash_test[{window}])"), last);
+    assert!(stored[0].1 >= acked.len() as f64, "acknowledged {} samples, {} survived", acked.len(), stored[0].1);
+    let sum: f64 = acked.iter().map(|(_, v)| v).sum();
+    let stored_sum = s.vector(&format!("sum_over_time(crash_test[{window}])"), last);
+    assert!(stored_sum[0].1 >= sum, "sum of acknowledged values {sum}, stored {}", stored_sum[0].1);
+}
+
+#[test]
+fn sigterm_shuts_down_in_order_and_restart_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("d"), &["--wal-fsync", "never"]);
+    let t = now_ms() - 1000;
+    assert_eq!(s.remote_write(&[series("before_restart", &[], &[(t, 42.0)])]).0, 204);
+    let (dir, ports) = (s.dir.clone(), s.ports);
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(dir.with_extension("log")).unwrap();
+    assert!(log.contains("WAL flushed"), "{log}");
+    let s = Server::start_on(&dir, vec![], ports);
+    assert_eq!(s.vector("before_restart", t), vec![("__name__=before_restart".to_string(), 42.0)]);
+    let mut buf = String::new();
+    std::fs::File::open(&s.log).unwrap().read_to_string(&mut buf).unwrap();
+    assert!(buf.contains("store opened"));
+}
