@@ -15,7 +15,9 @@ use std::collections::HashMap;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point, AggregationTemporality, Metric};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, AggregationTemporality, Metric,
+};
 use parking_lot::Mutex;
 use prost::Message;
 use sonde_model::{stale_nan, Labels, LabelsBuilder, MetricMetadata, MetricType, Sample, Series};
@@ -78,7 +80,11 @@ impl MetricsConverter {
             index: HashMap::new(),
         };
         for rm in &req.resource_metrics {
-            let attrs: &[KeyValue] = rm.resource.as_ref().map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+            let attrs: &[KeyValue] = rm
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.as_slice())
+                .unwrap_or(&[]);
             let mut base = LabelsBuilder::new();
             let service = attr_str(attrs, "service.name");
             let namespace = attr_str(attrs, "service.namespace");
@@ -105,7 +111,12 @@ impl MetricsConverter {
             }
             let extra: Vec<&KeyValue> = attrs
                 .iter()
-                .filter(|kv| !matches!(kv.key.as_str(), "service.name" | "service.namespace" | "service.instance.id"))
+                .filter(|kv| {
+                    !matches!(
+                        kv.key.as_str(),
+                        "service.name" | "service.namespace" | "service.instance.id"
+                    )
+                })
                 .collect();
             if let (Some(t), false) = (latest_t, extra.is_empty()) {
                 let mut info = base.clone();
@@ -124,15 +135,27 @@ impl MetricsConverter {
     }
 
     /// Converts one metric; returns the latest timestamp it carried.
-    fn convert_metric(&self, m: &Metric, scoped: &LabelsBuilder, now_ms: i64, out: &mut Out<'_>) -> Option<i64> {
+    fn convert_metric(
+        &self,
+        m: &Metric,
+        scoped: &LabelsBuilder,
+        now_ms: i64,
+        out: &mut Out<'_>,
+    ) -> Option<i64> {
         let data = m.data.as_ref()?;
         let (kind, monotonic) = match data {
             metric::Data::Gauge(_) => (MetricType::Gauge, false),
             metric::Data::Sum(s) => (
-                if s.is_monotonic { MetricType::Counter } else { MetricType::Gauge },
+                if s.is_monotonic {
+                    MetricType::Counter
+                } else {
+                    MetricType::Gauge
+                },
                 s.is_monotonic,
             ),
-            metric::Data::Histogram(_) | metric::Data::ExponentialHistogram(_) => (MetricType::Histogram, false),
+            metric::Data::Histogram(_) | metric::Data::ExponentialHistogram(_) => {
+                (MetricType::Histogram, false)
+            }
             metric::Data::Summary(_) => (MetricType::Summary, false),
         };
         let name = prometheus_name(&m.name, &m.unit, kind, monotonic);
@@ -145,7 +168,13 @@ impl MetricsConverter {
             help: m.description.clone(),
             unit: prometheus_unit(&m.unit),
         });
-        let ts = |nanos: u64| if nanos == 0 { now_ms } else { (nanos / 1_000_000) as i64 };
+        let ts = |nanos: u64| {
+            if nanos == 0 {
+                now_ms
+            } else {
+                (nanos / 1_000_000) as i64
+            }
+        };
         let mut latest = None;
         let mut seen = |t: i64| latest = Some(latest.map_or(t, |l: i64| l.max(t)));
         let series_labels = |attrs: &[KeyValue], metric: &str, extra: Option<(&str, String)>| {
@@ -163,7 +192,11 @@ impl MetricsConverter {
                 for p in &g.data_points {
                     let t = ts(p.time_unix_nano);
                     seen(t);
-                    out.push(series_labels(&p.attributes, &name, None), t, number_value(p.value, p.flags));
+                    out.push(
+                        series_labels(&p.attributes, &name, None),
+                        t,
+                        number_value(p.value, p.flags),
+                    );
                 }
             }
             metric::Data::Sum(s) => {
@@ -197,19 +230,39 @@ impl MetricsConverter {
                     let mut cumulative = 0u64;
                     for (i, count) in p.bucket_counts.iter().enumerate() {
                         cumulative += count;
-                        let le = p.explicit_bounds.get(i).map_or("+Inf".to_string(), |b| format_le(*b));
-                        emit(series_labels(&p.attributes, &format!("{name}_bucket"), Some(("le", le))), cumulative as f64);
+                        let le = p
+                            .explicit_bounds
+                            .get(i)
+                            .map_or("+Inf".to_string(), |b| format_le(*b));
+                        emit(
+                            series_labels(
+                                &p.attributes,
+                                &format!("{name}_bucket"),
+                                Some(("le", le)),
+                            ),
+                            cumulative as f64,
+                        );
                     }
                     if p.bucket_counts.is_empty() {
                         emit(
-                            series_labels(&p.attributes, &format!("{name}_bucket"), Some(("le", "+Inf".into()))),
+                            series_labels(
+                                &p.attributes,
+                                &format!("{name}_bucket"),
+                                Some(("le", "+Inf".into())),
+                            ),
                             p.count as f64,
                         );
                     }
                     if let Some(sum) = p.sum {
-                        emit(series_labels(&p.attributes, &format!("{name}_sum"), None), sum);
+                        emit(
+                            series_labels(&p.attributes, &format!("{name}_sum"), None),
+                            sum,
+                        );
                     }
-                    emit(series_labels(&p.attributes, &format!("{name}_count"), None), p.count as f64);
+                    emit(
+                        series_labels(&p.attributes, &format!("{name}_count"), None),
+                        p.count as f64,
+                    );
                 }
             }
             metric::Data::ExponentialHistogram(h) => {
@@ -229,12 +282,25 @@ impl MetricsConverter {
                         out.push(labels, t, v);
                     };
                     for (le, count) in exponential_to_classic(p) {
-                        emit(series_labels(&p.attributes, &format!("{name}_bucket"), Some(("le", le))), count);
+                        emit(
+                            series_labels(
+                                &p.attributes,
+                                &format!("{name}_bucket"),
+                                Some(("le", le)),
+                            ),
+                            count,
+                        );
                     }
                     if let Some(sum) = p.sum {
-                        emit(series_labels(&p.attributes, &format!("{name}_sum"), None), sum);
+                        emit(
+                            series_labels(&p.attributes, &format!("{name}_sum"), None),
+                            sum,
+                        );
                     }
-                    emit(series_labels(&p.attributes, &format!("{name}_count"), None), p.count as f64);
+                    emit(
+                        series_labels(&p.attributes, &format!("{name}_count"), None),
+                        p.count as f64,
+                    );
                 }
             }
             metric::Data::Summary(s) => {
@@ -245,13 +311,25 @@ impl MetricsConverter {
                     let val = |v: f64| if stale { stale_nan() } else { v };
                     for q in &p.quantile_values {
                         out.push(
-                            series_labels(&p.attributes, &name, Some(("quantile", format_le(q.quantile)))),
+                            series_labels(
+                                &p.attributes,
+                                &name,
+                                Some(("quantile", format_le(q.quantile))),
+                            ),
                             t,
                             val(q.value),
                         );
                     }
-                    out.push(series_labels(&p.attributes, &format!("{name}_sum"), None), t, val(p.sum));
-                    out.push(series_labels(&p.attributes, &format!("{name}_count"), None), t, val(p.count as f64));
+                    out.push(
+                        series_labels(&p.attributes, &format!("{name}_sum"), None),
+                        t,
+                        val(p.sum),
+                    );
+                    out.push(
+                        series_labels(&p.attributes, &format!("{name}_count"), None),
+                        t,
+                        val(p.count as f64),
+                    );
                 }
             }
         }
@@ -287,7 +365,10 @@ fn exponential_to_classic(
     p: &opentelemetry_proto::tonic::metrics::v1::ExponentialHistogramDataPoint,
 ) -> Vec<(String, f64)> {
     let mut out = Vec::new();
-    let negative: u64 = p.negative.as_ref().map_or(0, |b| b.bucket_counts.iter().sum());
+    let negative: u64 = p
+        .negative
+        .as_ref()
+        .map_or(0, |b| b.bucket_counts.iter().sum());
     let mut cumulative = negative + p.zero_count;
     if p.zero_count > 0 || negative > 0 {
         out.push((format_le(p.zero_threshold), cumulative as f64));
@@ -308,7 +389,10 @@ fn exponential_to_classic(
         }
         for (pow, c) in by_pow2 {
             cumulative += c;
-            out.push((format_le(2f64.powi(pow.clamp(-1074, 1023) as i32)), cumulative as f64));
+            out.push((
+                format_le(2f64.powi(pow.clamp(-1074, 1023) as i32)),
+                cumulative as f64,
+            ));
         }
     }
     out.push(("+Inf".to_string(), p.count as f64));
@@ -319,19 +403,26 @@ fn exponential_to_classic(
 /// float, with `+Inf`.
 fn format_le(v: f64) -> String {
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     let s = format!("{v}");
     s
 }
 
 fn attr_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attrs.iter().find(|kv| kv.key == key).and_then(|kv| match &kv.value {
-        Some(AnyValue {
-            value: Some(any_value::Value::StringValue(s)),
-        }) if !s.is_empty() => Some(s.as_str()),
-        _ => None,
-    })
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match &kv.value {
+            Some(AnyValue {
+                value: Some(any_value::Value::StringValue(s)),
+            }) if !s.is_empty() => Some(s.as_str()),
+            _ => None,
+        })
 }
 
 /// Adds attributes as labels; keys that sanitise to the same name have their
@@ -366,7 +457,14 @@ pub fn any_value_string(v: &AnyValue) -> String {
             let map: serde_json::Map<String, serde_json::Value> = kv
                 .values
                 .iter()
-                .map(|kv| (kv.key.clone(), kv.value.as_ref().map_or(serde_json::Value::Null, any_value_json)))
+                .map(|kv| {
+                    (
+                        kv.key.clone(),
+                        kv.value
+                            .as_ref()
+                            .map_or(serde_json::Value::Null, any_value_json),
+                    )
+                })
                 .collect();
             serde_json::Value::Object(map).to_string()
         }
@@ -388,7 +486,13 @@ fn any_value_json(v: &AnyValue) -> serde_json::Value {
 pub fn sanitize_label_name(key: &str) -> String {
     let mut s: String = key
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if s.starts_with(|c: char| c.is_ascii_digit()) {
         s.insert_str(0, "key_");
@@ -454,11 +558,19 @@ fn unit_tokens(unit: &str) -> Vec<String> {
     };
     let mut tokens = Vec::new();
     if !main.is_empty() && main != "1" {
-        tokens.push(unit_word(main).map(str::to_string).unwrap_or_else(|| clean_token(main)));
+        tokens.push(
+            unit_word(main)
+                .map(str::to_string)
+                .unwrap_or_else(|| clean_token(main)),
+        );
     }
     if let Some(per) = per.filter(|p| !p.is_empty()) {
         tokens.push("per".into());
-        tokens.push(per_unit_word(per).map(str::to_string).unwrap_or_else(|| clean_token(per)));
+        tokens.push(
+            per_unit_word(per)
+                .map(str::to_string)
+                .unwrap_or_else(|| clean_token(per)),
+        );
     }
     tokens.retain(|t| !t.is_empty());
     tokens
@@ -501,7 +613,10 @@ pub fn prometheus_name(name: &str, unit: &str, kind: MetricType, monotonic: bool
             tokens.push(t);
         }
     }
-    if kind == MetricType::Gauge && strip_annotations(unit).trim() == "1" && !tokens.iter().any(|t| t == "ratio") {
+    if kind == MetricType::Gauge
+        && strip_annotations(unit).trim() == "1"
+        && !tokens.iter().any(|t| t == "ratio")
+    {
         tokens.push("ratio".into());
     }
     if monotonic {
@@ -521,12 +636,30 @@ mod tests {
     #[test]
     fn names_follow_the_compatibility_rules() {
         let n = |name, unit, kind, mono| prometheus_name(name, unit, kind, mono);
-        assert_eq!(n("http.server.duration", "s", MetricType::Histogram, false), "http_server_duration_seconds");
-        assert_eq!(n("requests", "{request}", MetricType::Counter, true), "requests_total");
-        assert_eq!(n("requests.total", "1", MetricType::Counter, true), "requests_total");
-        assert_eq!(n("cpu.utilization", "1", MetricType::Gauge, false), "cpu_utilization_ratio");
-        assert_eq!(n("net.io", "By/s", MetricType::Gauge, false), "net_io_bytes_per_second");
-        assert_eq!(n("queue_size_bytes", "By", MetricType::Gauge, false), "queue_size_bytes");
+        assert_eq!(
+            n("http.server.duration", "s", MetricType::Histogram, false),
+            "http_server_duration_seconds"
+        );
+        assert_eq!(
+            n("requests", "{request}", MetricType::Counter, true),
+            "requests_total"
+        );
+        assert_eq!(
+            n("requests.total", "1", MetricType::Counter, true),
+            "requests_total"
+        );
+        assert_eq!(
+            n("cpu.utilization", "1", MetricType::Gauge, false),
+            "cpu_utilization_ratio"
+        );
+        assert_eq!(
+            n("net.io", "By/s", MetricType::Gauge, false),
+            "net_io_bytes_per_second"
+        );
+        assert_eq!(
+            n("queue_size_bytes", "By", MetricType::Gauge, false),
+            "queue_size_bytes"
+        );
         assert_eq!(n("2xx", "", MetricType::Gauge, false), "_2xx");
         assert_eq!(sanitize_label_name("http.method"), "http_method");
         assert_eq!(sanitize_label_name("0abc"), "key_0abc");
@@ -541,7 +674,10 @@ mod tests {
             scale: 1,
             count: 7,
             zero_count: 1,
-            positive: Some(Buckets { offset: 0, bucket_counts: vec![2, 3, 1] }),
+            positive: Some(Buckets {
+                offset: 0,
+                bucket_counts: vec![2, 3, 1],
+            }),
             ..Default::default()
         };
         let got = exponential_to_classic(&p);

@@ -4,7 +4,9 @@
 //! and stable, and this keeps protoc out of the build.
 
 use prost::Message;
-use sonde_model::{is_valid_label_name, is_valid_metric_name, Labels, MetricMetadata, MetricType, Sample, Series};
+use sonde_model::{
+    is_valid_label_name, is_valid_metric_name, Labels, MetricMetadata, MetricType, Sample, Series,
+};
 
 use crate::{Error, MetricsBatch, Result};
 
@@ -162,22 +164,45 @@ mod tests {
 
     #[test]
     fn bad_input_has_precise_errors() {
-        assert!(matches!(decode(b"not snappy at all"), Err(Error::Snappy(_))));
-        let garbage = snap::raw::Encoder::new().compress_vec(&[0xff, 0xff, 0xff]).unwrap();
+        assert!(matches!(
+            decode(b"not snappy at all"),
+            Err(Error::Snappy(_))
+        ));
+        let garbage = snap::raw::Encoder::new()
+            .compress_vec(&[0xff, 0xff, 0xff])
+            .unwrap();
         assert!(matches!(decode(&garbage), Err(Error::Protobuf(_))));
         let bad = |pairs: &[(&str, &str)]| {
             let req = WriteRequest {
                 timeseries: vec![TimeSeries {
-                    labels: pairs.iter().map(|(n, v)| Label { name: n.to_string(), value: v.to_string() }).collect(),
-                    samples: vec![PbSample { value: 1.0, timestamp: 1 }],
+                    labels: pairs
+                        .iter()
+                        .map(|(n, v)| Label {
+                            name: n.to_string(),
+                            value: v.to_string(),
+                        })
+                        .collect(),
+                    samples: vec![PbSample {
+                        value: 1.0,
+                        timestamp: 1,
+                    }],
                 }],
                 metadata: vec![],
             };
             decode_uncompressed(&req.encode_to_vec())
         };
-        assert_eq!(bad(&[("__name__", "1bad")]), Err(Error::InvalidMetricName("1bad".into())));
-        assert_eq!(bad(&[("__name__", "ok"), ("bad-label", "x")]), Err(Error::InvalidLabelName("bad-label".into())));
+        assert_eq!(
+            bad(&[("__name__", "1bad")]),
+            Err(Error::InvalidMetricName("1bad".into()))
+        );
+        assert_eq!(
+            bad(&[("__name__", "ok"), ("bad-label", "x")]),
+            Err(Error::InvalidLabelName("bad-label".into()))
+        );
         assert_eq!(bad(&[("job", "x")]), Err(Error::MissingMetricName));
-        assert_eq!(bad(&[("__name__", "ok"), ("a", "1"), ("a", "2")]), Err(Error::DuplicateLabel("a".into())));
+        assert_eq!(
+            bad(&[("__name__", "ok"), ("a", "1"), ("a", "2")]),
+            Err(Error::DuplicateLabel("a".into()))
+        );
     }
 }

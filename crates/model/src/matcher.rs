@@ -87,7 +87,9 @@ mod tests {
         assert!(!m.matches_value("xapi"));
         let l = Labels::from_pairs([("a", "1")]);
         assert!(Matcher::new(MatchOp::Equal, "job", "").unwrap().matches(&l));
-        assert!(Matcher::new(MatchOp::RegexNoMatch, "job", ".+").unwrap().matches(&l));
+        assert!(Matcher::new(MatchOp::RegexNoMatch, "job", ".+")
+            .unwrap()
+            .matches(&l));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 use sonde_model::{Labels, METRIC_NAME};
 
 use crate::engine::Evaluator;
-use crate::functions::{kahan_inc, quantile};
+use crate::over_time::{kahan_inc, quantile};
 use crate::value::{exec_err, format_value, Elem, Result, StepValue};
 
 /// `by`/`without` grouping of an aggregation.
@@ -263,12 +263,12 @@ fn count_values(input: Vec<Elem>, g: &Grouping<'_>, label: &str, ts: i64) -> Res
 
 /// Go's `container/heap` over elements with a caller-given order, so that
 /// topk/bottomk keep and order ties exactly as Prometheus does.
-struct Heap<F: Fn(f64, f64) -> bool> {
+struct Heap {
     items: Vec<Elem>,
-    less: F,
+    less: fn(f64, f64) -> bool,
 }
 
-impl<F: Fn(f64, f64) -> bool> Heap<F> {
+impl Heap {
     fn less(&self, i: usize, j: usize) -> bool {
         match (self.items.get(i), self.items.get(j)) {
             (Some(a), Some(b)) => (self.less)(a.v, b.v),
@@ -322,7 +322,13 @@ fn nan_first_greater(a: f64, b: f64) -> bool {
     a.is_nan() || a > b
 }
 
-fn aggregate_k(op: u16, input: Vec<Elem>, g: &Grouping<'_>, param: f64, ts: i64) -> Result<Vec<Elem>> {
+fn aggregate_k(
+    op: u16,
+    input: Vec<Elem>,
+    g: &Grouping<'_>,
+    param: f64,
+    ts: i64,
+) -> Result<Vec<Elem>> {
     let mut ratio = 0.0;
     let mut k: usize = 0;
     if op == T_LIMIT_RATIO {
@@ -340,7 +346,7 @@ fn aggregate_k(op: u16, input: Vec<Elem>, g: &Grouping<'_>, param: f64, ts: i64)
         if param < 1.0 {
             return Ok(Vec::new());
         }
-        if param >= 9.223_372_036_854_775_807e18 {
+        if param >= i64::MAX as f64 {
             return exec_err(format!("Scalar value {param:e} overflows int64"));
         }
         // Truncation toward zero, as Go's int64 conversion does.
@@ -353,7 +359,7 @@ fn aggregate_k(op: u16, input: Vec<Elem>, g: &Grouping<'_>, param: f64, ts: i64)
 
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut groups: Vec<Vec<Elem>> = Vec::new();
-    let mut top: Vec<Heap<fn(f64, f64) -> bool>> = Vec::new();
+    let mut top: Vec<Heap> = Vec::new();
     for mut el in input {
         el.t = ts;
         let key = g.key(&el.labels);

@@ -55,10 +55,7 @@ fn is_comparison(op: TokenId) -> bool {
 
 /// Arithmetic operators change what a value means, so they drop `__name__`.
 fn changes_metric_schema(op: TokenId) -> bool {
-    matches!(
-        op,
-        T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW | T_ATAN2
-    )
+    matches!(op, T_ADD | T_SUB | T_MUL | T_DIV | T_MOD | T_POW | T_ATAN2)
 }
 
 /// Applies `op`; for comparisons returns the left value and whether it passes.
@@ -181,7 +178,13 @@ impl<'m> Matching<'m> {
     }
 }
 
-fn set_op(op: TokenId, lhs: Vec<Elem>, rhs: Vec<Elem>, modifier: &BinModifier, ts: i64) -> Vec<Elem> {
+fn set_op(
+    op: TokenId,
+    lhs: Vec<Elem>,
+    rhs: Vec<Elem>,
+    modifier: &BinModifier,
+    ts: i64,
+) -> Vec<Elem> {
     let m = Matching::new(modifier);
     let mut out = match op {
         T_LAND => {
@@ -201,7 +204,10 @@ fn set_op(op: TokenId, lhs: Vec<Elem>, rhs: Vec<Elem>, modifier: &BinModifier, t
             } else {
                 let left: HashSet<String> = lhs.iter().map(|e| m.signature(&e.labels)).collect();
                 let mut out = lhs;
-                out.extend(rhs.into_iter().filter(|e| !left.contains(&m.signature(&e.labels))));
+                out.extend(
+                    rhs.into_iter()
+                        .filter(|e| !left.contains(&m.signature(&e.labels))),
+                );
                 out
             }
         }
@@ -258,12 +264,18 @@ fn vector_vector(
         let sig = m.signature(&r.labels);
         if let Some(dup) = one_by_sig.get(&sig) {
             let side = if swapped { "left" } else { "right" };
+            // Report the pair in a stable, sorted order.
+            let (a, b) = if r.labels <= dup.labels {
+                (&r.labels, &dup.labels)
+            } else {
+                (&dup.labels, &r.labels)
+            };
             return exec_err(format!(
                 "found duplicate series for the match group {} on the {} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
                 prom_labels_string(&m.matched_labels(&r.labels)),
                 side,
-                prom_labels_string(&r.labels),
-                prom_labels_string(&dup.labels),
+                prom_labels_string(a),
+                prom_labels_string(b),
             ));
         }
         one_by_sig.insert(sig, r);

@@ -69,6 +69,23 @@ impl Engine {
 
     /// Evaluates at one instant (ms).
     pub fn instant(&self, storage: &dyn Queryable, query: &str, at_ms: i64) -> Result<Value> {
+        guard(|| self.instant_inner(storage, query, at_ms))
+    }
+
+    /// Evaluates over `[start, end]` with `step` (all ms) and returns a
+    /// matrix sorted by labels, as Prometheus does for range queries.
+    pub fn range(
+        &self,
+        storage: &dyn Queryable,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Value> {
+        guard(|| self.range_inner(storage, query, start_ms, end_ms, step_ms))
+    }
+
+    fn instant_inner(&self, storage: &dyn Queryable, query: &str, at_ms: i64) -> Result<Value> {
         let expr = parse(query)?;
         let ev = Evaluator::prepare(&self.opts, storage, &expr, at_ms, at_ms, 0)?;
         let out = ev.eval(&expr, at_ms)?;
@@ -101,9 +118,7 @@ impl Engine {
         }
     }
 
-    /// Evaluates over `[start, end]` with `step` (all ms) and returns a
-    /// matrix sorted by labels, as Prometheus does for range queries.
-    pub fn range(
+    fn range_inner(
         &self,
         storage: &dyn Queryable,
         query: &str,
@@ -117,9 +132,11 @@ impl Engine {
             ));
         }
         if end_ms < start_ms {
-            return Err(Error::Parse("end timestamp must not be before start time".into()));
+            return Err(Error::Parse(
+                "end timestamp must not be before start time".into(),
+            ));
         }
-        if (end_ms - start_ms) / step_ms >= MAX_POINTS_PER_SERIES {
+        if end_ms.saturating_sub(start_ms) / step_ms >= MAX_POINTS_PER_SERIES {
             return Err(Error::Parse(
                 "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into(),
             ));
@@ -129,9 +146,9 @@ impl Engine {
             ValueType::Vector | ValueType::Scalar => {}
             other => {
                 return Err(Error::Parse(format!(
-                    "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
-                    documented_type(other)
-                )))
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                documented_type(other)
+            )))
             }
         }
         let ev = Evaluator::prepare(&self.opts, storage, &expr, start_ms, end_ms, step_ms)?;
@@ -168,7 +185,10 @@ impl Engine {
             if points.saturating_add(ev.loaded.get()) > self.opts.max_samples {
                 return Err(Error::TooManySamples);
             }
-            ts += step_ms;
+            let Some(next) = ts.checked_add(step_ms) else {
+                break;
+            };
+            ts = next;
         }
         Ok(Value::Matrix(
             out.into_iter()
@@ -203,7 +223,22 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>> {
 }
 
 fn parse(query: &str) -> Result<Expr> {
-    pp::parse(query).map_err(Error::Parse)
+    // The parser is third-party; a panic in it must not reach the server.
+    match std::panic::catch_unwind(|| pp::parse(query)) {
+        Ok(r) => r.map_err(Error::Parse),
+        Err(_) => Err(Error::Parse(format!("cannot parse query {query:?}"))),
+    }
+}
+
+/// Runs a whole evaluation, turning any panic (a bug, never expected) into
+/// an execution error so one bad query cannot take the server down.
+fn guard(f: impl FnOnce() -> Result<Value>) -> Result<Value> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => Err(Error::Execution(
+            "unexpected error: query evaluation failed; please report this query".into(),
+        )),
+    }
 }
 
 fn documented_type(t: ValueType) -> &'static str {
@@ -275,6 +310,8 @@ pub(crate) struct Evaluator<'a> {
     /// Query bounds, for `@ start()` / `@ end()`.
     pub start: i64,
     pub end: i64,
+    /// Range query resolution (0 for instant queries), for `step()`.
+    pub step: i64,
     deadline: Instant,
     /// Loaded data per selector, keyed by the address of its `VectorSelector`.
     data: HashMap<usize, Vec<LoadedSeries>>,
@@ -310,14 +347,16 @@ impl<'a> Planner<'a> {
                 let (a, b) = self.at(&vs.at).map_or((lo, hi), |t| (t, t));
                 let off = offset_ms(&vs.offset);
                 let mint = a.saturating_sub(off).saturating_sub(self.lookback);
-                self.selectors.push((vs, mint, b - off, false));
+                self.selectors
+                    .push((vs, mint, b.saturating_sub(off), false));
             }
             Expr::MatrixSelector(ms) => {
                 let (a, b) = self.at(&ms.vs.at).map_or((lo, hi), |t| (t, t));
                 let off = offset_ms(&ms.vs.offset);
                 let range = duration_ms(&ms.range);
                 let mint = a.saturating_sub(off).saturating_sub(range);
-                self.selectors.push((&ms.vs, mint, b - off, true));
+                self.selectors
+                    .push((&ms.vs, mint, b.saturating_sub(off), true));
             }
             Expr::Subquery(sq) => {
                 let (a, b) = self.at(&sq.at).map_or((lo, hi), |t| (t, t));
@@ -326,7 +365,11 @@ impl<'a> Planner<'a> {
                 let span = self.subqueries.entry(key(sq)).or_insert((a, b));
                 span.0 = span.0.min(a);
                 span.1 = span.1.max(b);
-                self.walk(&sq.expr, a.saturating_sub(off).saturating_sub(range), b - off);
+                self.walk(
+                    &sq.expr,
+                    a.saturating_sub(off).saturating_sub(range),
+                    b.saturating_sub(off),
+                );
             }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
@@ -366,7 +409,7 @@ impl<'a> Evaluator<'a> {
         expr: &'a Expr,
         start: i64,
         end: i64,
-        _step: i64,
+        step: i64,
     ) -> Result<Evaluator<'a>> {
         let deadline = Instant::now() + opts.timeout;
         let mut planner = Planner {
@@ -395,6 +438,7 @@ impl<'a> Evaluator<'a> {
             opts,
             start,
             end,
+            step,
             deadline,
             data,
             subquery_spans: planner.subqueries,
@@ -473,7 +517,10 @@ impl<'a> Evaluator<'a> {
     pub fn eval_vector(&self, e: &Expr, ts: i64) -> Result<Vec<Elem>> {
         match self.eval(e, ts)? {
             StepValue::Vector(v) => Ok(v),
-            other => exec_err(format!("expected instant vector, got {}", other.type_name())),
+            other => exec_err(format!(
+                "expected instant vector, got {}",
+                other.type_name()
+            )),
         }
     }
 
@@ -499,8 +546,8 @@ impl<'a> Evaluator<'a> {
     /// The latest sample of each series within the lookback window.
     pub fn instant_selector(&self, vs: &VectorSelector, ts: i64) -> Vec<Elem> {
         let base = self.at(&vs.at).unwrap_or(ts);
-        let eff = base - offset_ms(&vs.offset);
-        let lookback_start = eff - self.opts.lookback_delta_ms;
+        let eff = base.saturating_sub(offset_ms(&vs.offset));
+        let lookback_start = eff.saturating_sub(self.opts.lookback_delta_ms);
         let mut out = Vec::new();
         for s in self.loaded_series(vs) {
             let idx = s.samples.partition_point(|p| p.t <= eff);
@@ -529,8 +576,8 @@ impl<'a> Evaluator<'a> {
         ts: i64,
     ) -> impl Iterator<Item = (&'s Arc<Labels>, &'s [Sample])> + 's {
         let base = self.at(&ms.vs.at).unwrap_or(ts);
-        let hi = base - offset_ms(&ms.vs.offset);
-        let lo = hi - duration_ms(&ms.range);
+        let hi = base.saturating_sub(offset_ms(&ms.vs.offset));
+        let lo = hi.saturating_sub(duration_ms(&ms.range));
         self.loaded_series(&ms.vs)
             .iter()
             .map(move |s| (&s.labels, window(&s.samples, lo, hi)))
@@ -553,8 +600,8 @@ impl<'a> Evaluator<'a> {
         let base = self.at(&sq.at).unwrap_or(ts);
         let off = offset_ms(&sq.offset);
         let range = duration_ms(&sq.range);
-        let hi = base - off;
-        let lo = hi - range;
+        let hi = base.saturating_sub(off);
+        let lo = hi.saturating_sub(range);
         let k = key(sq);
         if let Some(hit) = self.subquery_cache.borrow().get(&k) {
             return Ok((hit.clone(), lo, hi));
@@ -567,7 +614,7 @@ impl<'a> Evaluator<'a> {
             .filter(|s| *s > 0)
             .unwrap_or(DEFAULT_SUBQUERY_STEP_MS);
         let first_lo = a.saturating_sub(off).saturating_sub(range);
-        let last_hi = b - off;
+        let last_hi = b.saturating_sub(off);
         // Inner steps are aligned to absolute multiples of the step, first
         // one strictly after the window start, as in Prometheus.
         let mut t = first_lo.div_euclid(step) * step;
@@ -576,11 +623,13 @@ impl<'a> Evaluator<'a> {
         }
         let mut series: HashMap<Arc<Labels>, RangeSeries> = HashMap::new();
         let mut order: Vec<Arc<Labels>> = Vec::new();
-        let mut count = 0usize;
         while t <= last_hi {
             self.check_deadline()?;
             let points: Vec<(Arc<Labels>, f64, bool)> = match self.eval(&sq.expr, t)? {
-                StepValue::Vector(v) => v.into_iter().map(|e| (e.labels, e.v, e.drop_name)).collect(),
+                StepValue::Vector(v) => v
+                    .into_iter()
+                    .map(|e| (e.labels, e.v, e.drop_name))
+                    .collect(),
                 StepValue::Scalar(v) => vec![(Arc::new(Labels::empty()), v, false)],
                 other => {
                     return exec_err(format!(
@@ -589,7 +638,7 @@ impl<'a> Evaluator<'a> {
                     ))
                 }
             };
-            count += points.len();
+            self.account(points.len())?;
             for (labels, v, drop_name) in points {
                 let entry = series.entry(labels.clone()).or_insert_with(|| {
                     order.push(labels.clone());
@@ -601,9 +650,11 @@ impl<'a> Evaluator<'a> {
                 });
                 entry.samples.push(Sample { t, v });
             }
-            t += step;
+            let Some(next) = t.checked_add(step) else {
+                break;
+            };
+            t = next;
         }
-        self.account(count)?;
         let all: Vec<RangeSeries> = order
             .into_iter()
             .filter_map(|l| series.remove(&l))

@@ -11,7 +11,11 @@ pub(crate) struct Bucket {
 /// happen with float precision errors or inconsistent scrapes. Returns
 /// `None` when the buckets cannot describe a histogram (no `+Inf` bucket).
 fn normalize(buckets: &mut Vec<Bucket>) -> Option<()> {
-    buckets.sort_by(|a, b| a.upper.partial_cmp(&b.upper).unwrap_or(std::cmp::Ordering::Equal));
+    buckets.sort_by(|a, b| {
+        a.upper
+            .partial_cmp(&b.upper)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     if buckets.last()?.upper != f64::INFINITY {
         return None;
     }
@@ -141,12 +145,21 @@ mod tests {
     use super::*;
 
     fn b(pairs: &[(f64, f64)]) -> Vec<Bucket> {
-        pairs.iter().map(|&(upper, count)| Bucket { upper, count }).collect()
+        pairs
+            .iter()
+            .map(|&(upper, count)| Bucket { upper, count })
+            .collect()
     }
 
     #[test]
     fn quantile_interpolates_within_bucket() {
-        let mut h = b(&[(0.0, 0.0), (2.0, 10.0), (4.0, 20.0), (6.0, 30.0), (f64::INFINITY, 30.0)]);
+        let mut h = b(&[
+            (0.0, 0.0),
+            (2.0, 10.0),
+            (4.0, 20.0),
+            (6.0, 30.0),
+            (f64::INFINITY, 30.0),
+        ]);
         assert!((bucket_quantile(0.5, &mut h) - 3.0).abs() < 1e-12);
         assert!((bucket_quantile(1.0 / 6.0, &mut h) - 1.0).abs() < 1e-12);
     }
@@ -159,7 +172,12 @@ mod tests {
 
     #[test]
     fn fraction_treats_infinite_buckets_conservatively() {
-        let mut h = b(&[(-3.0, 10.0), (-2.0, 12.0), (-1.0, 15.0), (f64::INFINITY, 100.0)]);
+        let mut h = b(&[
+            (-3.0, 10.0),
+            (-2.0, 12.0),
+            (-1.0, 15.0),
+            (f64::INFINITY, 100.0),
+        ]);
         assert!((bucket_fraction(-4.0, -2.0, &mut h) - 0.02).abs() < 1e-12);
         assert!((bucket_fraction(f64::NEG_INFINITY, -1.5, &mut h) - 0.135).abs() < 1e-12);
         let mut h = b(&[(1.0, 1.0), (2.0, 3.0), (3.0, 6.0), (f64::INFINITY, 100.0)]);

@@ -12,7 +12,11 @@ mod binary;
 mod engine;
 mod functions;
 mod histogram;
+mod over_time;
 mod value;
+
+#[cfg(test)]
+mod engine_tests;
 
 pub use engine::{parse_selector, Engine, EngineOptions};
 pub use value::{format_value, Error, InstantSample, Result, Value};

@@ -22,7 +22,9 @@ pub struct StoreQueryable(pub Arc<Store>);
 
 impl Queryable for StoreQueryable {
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, String> {
-        self.0.select(matchers, mint, maxt).map_err(|e| e.to_string())
+        self.0
+            .select(matchers, mint, maxt)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -68,7 +70,10 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 fn success(data: &str) -> Response {
-    json_response(StatusCode::OK, format!(r#"{{"status":"success","data":{data}}}"#))
+    json_response(
+        StatusCode::OK,
+        format!(r#"{{"status":"success","data":{data}}}"#),
+    )
 }
 
 fn json_str(s: &str) -> String {
@@ -81,36 +86,52 @@ struct Params(Vec<(String, String)>);
 impl Params {
     fn parse(query: Option<String>, headers: &HeaderMap, body: &[u8]) -> Result<Params, ApiError> {
         let mut all: Vec<(String, String)> = match query {
-            Some(q) => serde_urlencoded::from_str(&q).map_err(|e| ApiError::bad_data(format!("invalid query string: {e}")))?,
+            Some(q) => serde_urlencoded::from_str(&q)
+                .map_err(|e| ApiError::bad_data(format!("invalid query string: {e}")))?,
             None => Vec::new(),
         };
         if !body.is_empty() && content_type(headers) == "application/x-www-form-urlencoded" {
-            let form: Vec<(String, String)> =
-                serde_urlencoded::from_bytes(body).map_err(|e| ApiError::bad_data(format!("invalid form body: {e}")))?;
+            let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+                .map_err(|e| ApiError::bad_data(format!("invalid form body: {e}")))?;
             all.extend(form);
         }
         Ok(Params(all))
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     fn all(&self, key: &str) -> Vec<&str> {
-        self.0.iter().filter(|(k, _)| k == key).map(|(_, v)| v.as_str()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     fn time(&self, key: &str, default: i64) -> Result<i64, ApiError> {
         match self.get(key) {
             None | Some("") => Ok(default),
-            Some(v) => parse_time(v).ok_or_else(|| ApiError::bad_data(format!("invalid parameter \"{key}\": cannot parse \"{v}\" to a valid timestamp"))),
+            Some(v) => parse_time(v).ok_or_else(|| {
+                ApiError::bad_data(format!(
+                    "invalid parameter \"{key}\": cannot parse \"{v}\" to a valid timestamp"
+                ))
+            }),
         }
     }
 
     fn matcher_sets(&self) -> Result<Vec<Vec<Matcher>>, ApiError> {
         self.all("match[]")
             .into_iter()
-            .map(|s| sonde_query::parse_selector(s).map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}"))))
+            .map(|s| {
+                sonde_query::parse_selector(s)
+                    .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))
+            })
             .collect()
     }
 }
@@ -132,7 +153,11 @@ pub fn parse_time(s: &str) -> Option<i64> {
 
 fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
@@ -141,7 +166,9 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
     let mut rest = &s[19..];
     let mut millis = 0i64;
     if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.find(|c: char| !c.is_ascii_digit()).unwrap_or(frac.len());
+        let digits = frac
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(frac.len());
         let d = &frac[..digits];
         let padded: String = d.chars().chain(std::iter::repeat('0')).take(3).collect();
         millis = padded.parse().ok()?;
@@ -269,33 +296,56 @@ fn query_error(e: sonde_query::Error) -> ApiError {
     }
 }
 
-async fn run_query(state: &AppState, endpoint: &'static str, eval: impl FnOnce(&AppState) -> sonde_query::Result<Value> + Send + 'static) -> Result<Response, ApiError> {
-    let _permit = state
-        .query_permits
-        .acquire()
-        .await
-        .map_err(|_| ApiError { kind: "unavailable", message: "server is shutting down".into() })?;
+async fn run_query(
+    state: &AppState,
+    endpoint: &'static str,
+    eval: impl FnOnce(&AppState) -> sonde_query::Result<Value> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let _permit = state.query_permits.acquire().await.map_err(|_| ApiError {
+        kind: "unavailable",
+        message: "server is shutting down".into(),
+    })?;
     let started = Instant::now();
     let st = state.clone();
     let result = tokio::task::spawn_blocking(move || eval(&st).map(|v| render_value(&v)))
         .await
-        .map_err(|e| ApiError { kind: "internal", message: format!("query task failed: {e}") })?;
+        .map_err(|e| ApiError {
+            kind: "internal",
+            message: format!("query task failed: {e}"),
+        })?;
     state.metrics.query(endpoint, started.elapsed());
     Ok(success(&result.map_err(query_error)?))
 }
 
-pub async fn query(State(state): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn query(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = async {
         let p = Params::parse(q, &headers, &body)?;
-        let expr = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing query"))?.to_string();
+        let expr = p
+            .get("query")
+            .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing query"))?
+            .to_string();
         let t = p.time("time", state.clock.now_ms())?;
-        run_query(&state, "query", move |st| st.engine.instant(&StoreQueryable(st.store.clone()), &expr, t)).await
+        run_query(&state, "query", move |st| {
+            st.engine
+                .instant(&StoreQueryable(st.store.clone()), &expr, t)
+        })
+        .await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub async fn query_range(State(state): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn query_range(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = async {
         let p = Params::parse(q, &headers, &body)?;
         let expr = p.get("query").ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing query"))?.to_string();
@@ -317,7 +367,12 @@ pub async fn query_range(State(state): State<AppState>, RawQuery(q): RawQuery, h
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub async fn series(State(state): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn series(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = (|| -> Result<Response, ApiError> {
         let p = Params::parse(q, &headers, &body)?;
         let sets = p.matcher_sets()?;
@@ -342,34 +397,58 @@ fn string_list(items: &[String]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
 }
 
-pub async fn labels(State(state): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn labels(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = (|| -> Result<Response, ApiError> {
         let p = Params::parse(q, &headers, &body)?;
         let sets = p.matcher_sets()?;
         let (start, end) = (p.time("start", MIN_TIME)?, p.time("end", MAX_TIME)?);
-        Ok(success(&string_list(&state.store.label_names(&sets, start, end))))
+        Ok(success(&string_list(
+            &state.store.label_names(&sets, start, end),
+        )))
     })();
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub async fn label_values(State(state): State<AppState>, Path(name): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+pub async fn label_values(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let result = (|| -> Result<Response, ApiError> {
         if !sonde_model::is_valid_label_name(&name) && name != sonde_model::METRIC_NAME {
-            return Err(ApiError::bad_data(format!("invalid label name: \"{name}\"")));
+            return Err(ApiError::bad_data(format!(
+                "invalid label name: \"{name}\""
+            )));
         }
         let p = Params::parse(q, &headers, &[])?;
         let sets = p.matcher_sets()?;
         let (start, end) = (p.time("start", MIN_TIME)?, p.time("end", MAX_TIME)?);
-        Ok(success(&string_list(&state.store.label_values(&name, &sets, start, end))))
+        Ok(success(&string_list(
+            &state.store.label_values(&name, &sets, start, end),
+        )))
     })();
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub async fn metadata(State(state): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+pub async fn metadata(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let result = (|| -> Result<Response, ApiError> {
         let p = Params::parse(q, &headers, &[])?;
         let metric = p.get("metric").filter(|m| !m.is_empty());
-        let limit: usize = p.get("limit").and_then(|l| l.parse::<i64>().ok()).filter(|l| *l > 0).map_or(usize::MAX, |l| l as usize);
+        let limit: usize = p
+            .get("limit")
+            .and_then(|l| l.parse::<i64>().ok())
+            .filter(|l| *l > 0)
+            .map_or(usize::MAX, |l| l as usize);
         let mut map = serde_json::Map::new();
         for m in state.store.metadata() {
             if metric.is_some_and(|want| want != m.metric) || map.len() >= limit {
@@ -400,21 +479,27 @@ pub async fn alerts() -> Response {
 }
 
 pub async fn buildinfo() -> Response {
-    success(&serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "revision": "",
-        "branch": "",
-        "buildUser": "",
-        "buildDate": "",
-        "goVersion": "",
-    }).to_string())
+    success(
+        &serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "revision": "",
+            "branch": "",
+            "buildUser": "",
+            "buildDate": "",
+            "goVersion": "",
+        })
+        .to_string(),
+    )
 }
 
 pub async fn runtimeinfo(State(state): State<AppState>) -> Response {
-    success(&serde_json::json!({
-        "storageRetention": state.config.retention,
-        "timeSeriesCount": state.store.num_series(),
-    }).to_string())
+    success(
+        &serde_json::json!({
+            "storageRetention": state.config.retention,
+            "timeSeriesCount": state.store.num_series(),
+        })
+        .to_string(),
+    )
 }
 
 pub async fn health() -> &'static str {
@@ -428,8 +513,10 @@ pub async fn ready() -> &'static str {
 
 pub async fn self_metrics(State(state): State<AppState>) -> Response {
     let mut resp = state.metrics.render(&state.store).into_response();
-    resp.headers_mut()
-        .insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     resp
 }
 
@@ -439,13 +526,25 @@ pub async fn flush(State(state): State<AppState>) -> Response {
     let store = state.store.clone();
     match tokio::task::spawn_blocking(move || store.flush_head()).await {
         Ok(Ok(())) => success("null"),
-        Ok(Err(e)) => ApiError { kind: "internal", message: e.to_string() }.into_response(),
-        Err(e) => ApiError { kind: "internal", message: e.to_string() }.into_response(),
+        Ok(Err(e)) => ApiError {
+            kind: "internal",
+            message: e.to_string(),
+        }
+        .into_response(),
+        Err(e) => ApiError {
+            kind: "internal",
+            message: e.to_string(),
+        }
+        .into_response(),
     }
 }
 
 pub async fn not_found() -> Response {
-    ApiError { kind: "not_found", message: "no such endpoint; see the README for the API".into() }.into_response()
+    ApiError {
+        kind: "not_found",
+        message: "no such endpoint; see the README for the API".into(),
+    }
+    .into_response()
 }
 
 #[cfg(test)]
@@ -457,7 +556,10 @@ mod tests {
         assert_eq!(parse_time("1700000000"), Some(1_700_000_000_000));
         assert_eq!(parse_time("1700000000.5"), Some(1_700_000_000_500));
         assert_eq!(parse_time("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
-        assert_eq!(parse_time("2023-11-14T23:13:20.25+01:00"), Some(1_700_000_000_250));
+        assert_eq!(
+            parse_time("2023-11-14T23:13:20.25+01:00"),
+            Some(1_700_000_000_250)
+        );
         assert_eq!(parse_time("yesterday"), None);
         assert_eq!(parse_step("15s"), Some(15_000));
         assert_eq!(parse_step("0.5"), Some(500));

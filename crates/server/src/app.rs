@@ -34,8 +34,13 @@ pub type AppState = Arc<App>;
 impl App {
     pub fn new(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
         let store_opts = config.store_options()?;
-        let store = Store::open(&config.data_dir, store_opts, clock.clone())
-            .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;
+        let store =
+            Store::open(&config.data_dir, store_opts, clock.clone()).with_context(|| {
+                format!(
+                    "cannot open the data directory {}",
+                    config.data_dir.display()
+                )
+            })?;
         let (lookback, timeout) = config.durations()?;
         let engine = Engine::new(EngineOptions {
             lookback_delta_ms: lookback.as_millis() as i64,
@@ -64,12 +69,18 @@ pub fn api_router(state: AppState) -> Router {
         .route("/api/v1/write", post(write::remote_write))
         .route("/api/v1/otlp/v1/metrics", post(write::otlp_http_metrics))
         .route("/api/v1/query", get(api::query).post(api::query))
-        .route("/api/v1/query_range", get(api::query_range).post(api::query_range))
+        .route(
+            "/api/v1/query_range",
+            get(api::query_range).post(api::query_range),
+        )
         .route("/api/v1/series", get(api::series).post(api::series))
         .route("/api/v1/labels", get(api::labels).post(api::labels))
         .route("/api/v1/label/{name}/values", get(api::label_values))
         .route("/api/v1/metadata", get(api::metadata))
-        .route("/api/v1/query_exemplars", get(api::exemplars).post(api::exemplars))
+        .route(
+            "/api/v1/query_exemplars",
+            get(api::exemplars).post(api::exemplars),
+        )
         .route("/api/v1/rules", get(api::rules))
         .route("/api/v1/alerts", get(api::alerts))
         .route("/api/v1/status/buildinfo", get(api::buildinfo))
@@ -104,9 +115,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         let addr = addr.to_string();
         let what = what.to_string();
         async move {
-            tokio::net::TcpListener::bind(&addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} for {what}; is another server using it?"))
+            tokio::net::TcpListener::bind(&addr).await.with_context(|| {
+                format!("cannot listen on {addr} for {what}; is another server using it?")
+            })
         }
     };
     let signal = shutdown_signal()?;

@@ -46,14 +46,18 @@ impl RequestError {
     pub fn message(&self) -> String {
         match self {
             RequestError::TooLarge(limit) => {
-                format!("request body is larger than the limit of {limit} bytes; send smaller batches")
+                format!(
+                    "request body is larger than the limit of {limit} bytes; send smaller batches"
+                )
             }
             RequestError::UnsupportedMediaType(ct) => format!("unsupported content type {ct:?}"),
             RequestError::UnsupportedEncoding(enc) => {
                 format!("unsupported content encoding {enc:?}; use gzip or none")
             }
             RequestError::BadRequest(m) | RequestError::Internal(m) => m.clone(),
-            RequestError::Overloaded => "server is handling too many writes; retry with backoff".into(),
+            RequestError::Overloaded => {
+                "server is handling too many writes; retry with backoff".into()
+            }
         }
     }
 }
@@ -71,7 +75,11 @@ impl IntoResponse for RequestError {
 
 /// Reads a body of at most `limit` bytes, then undoes a gzip
 /// `Content-Encoding` (whose output is limited too, against zip bombs).
-pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, RequestError> {
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Vec<u8>, RequestError> {
     let raw = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| RequestError::TooLarge(limit))?;

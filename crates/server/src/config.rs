@@ -91,7 +91,10 @@ impl Default for Config {
 impl Config {
     /// Builds the configuration from `--config FILE`, the environment and
     /// the remaining `--key value` / `--key=value` flags.
-    pub fn load(args: &[String], env: impl Iterator<Item = (String, String)>) -> anyhow::Result<Config> {
+    pub fn load(
+        args: &[String],
+        env: impl Iterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
         let mut file: Option<PathBuf> = None;
         let mut overrides: BTreeMap<String, String> = BTreeMap::new();
         for (k, v) in env {
@@ -111,7 +114,9 @@ impl Config {
             let (key, value) = match flag.split_once('=') {
                 Some((k, v)) => (k.to_string(), v.to_string()),
                 None => {
-                    let v = flags.next().with_context(|| format!("flag --{flag} needs a value"))?;
+                    let v = flags
+                        .next()
+                        .with_context(|| format!("flag --{flag} needs a value"))?;
                     (flag.to_string(), v.clone())
                 }
             };
@@ -133,19 +138,22 @@ impl Config {
         let defaults = toml::Table::try_from_defaults();
         for (key, value) in overrides {
             let typed = match defaults.get(&key) {
-                Some(toml::Value::Integer(_)) => toml::Value::Integer(
-                    value
-                        .parse()
-                        .with_context(|| format!("setting {key} needs a whole number, got {value:?}"))?,
-                ),
+                Some(toml::Value::Integer(_)) => {
+                    toml::Value::Integer(value.parse().with_context(|| {
+                        format!("setting {key} needs a whole number, got {value:?}")
+                    })?)
+                }
                 Some(_) => toml::Value::String(value),
                 None => bail!("unknown setting {key:?}; see sonde.example.toml for the list"),
             };
             table.insert(key, typed);
         }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {}", e.message()))?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    anyhow::anyhow!("invalid configuration: {}", e.message())
+                })?;
         config.store_options()?;
         config.durations()?;
         Ok(config)
@@ -153,11 +161,17 @@ impl Config {
 
     pub fn store_options(&self) -> anyhow::Result<StoreOptions> {
         let ms = |name: &str, v: &str| -> anyhow::Result<i64> {
-            Ok(parse_duration(v).with_context(|| format!("setting {name}: {v:?} is not a duration like 30s, 5m, 2h, 15d"))?.as_millis() as i64)
+            Ok(parse_duration(v)
+                .with_context(|| {
+                    format!("setting {name}: {v:?} is not a duration like 30s, 5m, 2h, 15d")
+                })?
+                .as_millis() as i64)
         };
         let fsync = match self.wal_fsync.as_str() {
             "always" => FsyncPolicy::Always,
-            "interval" => FsyncPolicy::IntervalMs(ms("wal_fsync_interval", &self.wal_fsync_interval)?.max(1) as u64),
+            "interval" => FsyncPolicy::IntervalMs(
+                ms("wal_fsync_interval", &self.wal_fsync_interval)?.max(1) as u64,
+            ),
             "never" => FsyncPolicy::Never,
             other => bail!("setting wal_fsync: {other:?} is not one of always, interval, never"),
         };
@@ -167,8 +181,12 @@ impl Config {
             out_of_order_window_ms: ms("out_of_order_window", &self.out_of_order_window)?,
             future_tolerance_ms: ms("future_tolerance", &self.future_tolerance)?,
             retention_ms: ms("retention", &self.retention)?,
-            retention_bytes: parse_size(&self.retention_size)
-                .with_context(|| format!("setting retention_size: {:?} is not a size like 0, 500MiB, 20GB", self.retention_size))?,
+            retention_bytes: parse_size(&self.retention_size).with_context(|| {
+                format!(
+                    "setting retention_size: {:?} is not a size like 0, 500MiB, 20GB",
+                    self.retention_size
+                )
+            })?,
             max_series: self.max_series,
             max_series_per_metric: self.max_series_per_metric,
             max_labels_per_series: self.max_labels_per_series,
@@ -179,8 +197,13 @@ impl Config {
 
     /// (lookback delta, query timeout).
     pub fn durations(&self) -> anyhow::Result<(Duration, Duration)> {
-        let d = |name: &str, v: &str| parse_duration(v).with_context(|| format!("setting {name}: {v:?} is not a duration"));
-        Ok((d("lookback_delta", &self.lookback_delta)?, d("query_timeout", &self.query_timeout)?))
+        let d = |name: &str, v: &str| {
+            parse_duration(v).with_context(|| format!("setting {name}: {v:?} is not a duration"))
+        };
+        Ok((
+            d("lookback_delta", &self.lookback_delta)?,
+            d("query_timeout", &self.query_timeout)?,
+        ))
     }
 }
 
@@ -243,13 +266,17 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         return None;
     }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return None;
         }
         let n: u128 = rest[..digits].parse().ok()?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit_ms: u128 = match &rest[..unit_len] {
             "ms" => 1,
             "s" => 1000,
@@ -269,7 +296,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// Sizes: a byte count or a number with KB/MB/GB/TB or KiB/MiB/GiB/TiB.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let n: f64 = s[..split].parse().ok()?;
     let mult: f64 = match s[split..].trim() {
         "" | "B" => 1.0,
@@ -294,12 +323,25 @@ mod tests {
     fn flags_override_env_override_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("sonde.toml");
-        std::fs::write(&file, "retention = \"30d\"\nmax_series = 10\napi_addr = \"127.0.0.1:1\"\n").unwrap();
-        let args: Vec<String> = ["--config", file.to_str().unwrap(), "--max-series", "20", "--data-dir=/tmp/x"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let env = vec![("SONDE_API_ADDR".to_string(), "127.0.0.1:2".to_string()), ("SONDE_MAX_SERIES".into(), "15".into())];
+        std::fs::write(
+            &file,
+            "retention = \"30d\"\nmax_series = 10\napi_addr = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let args: Vec<String> = [
+            "--config",
+            file.to_str().unwrap(),
+            "--max-series",
+            "20",
+            "--data-dir=/tmp/x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let env = vec![
+            ("SONDE_API_ADDR".to_string(), "127.0.0.1:2".to_string()),
+            ("SONDE_MAX_SERIES".into(), "15".into()),
+        ];
         let c = Config::load(&args, env.into_iter()).unwrap();
         assert_eq!(c.retention, "30d");
         assert_eq!(c.max_series, 20);
@@ -311,7 +353,9 @@ mod tests {
     fn bad_settings_are_explained() {
         let err = |args: &[&str]| {
             let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-            Config::load(&args, std::iter::empty()).unwrap_err().to_string()
+            Config::load(&args, std::iter::empty())
+                .unwrap_err()
+                .to_string()
         };
         assert!(err(&["--no-such-key", "1"]).contains("unknown setting"));
         assert!(err(&["--max-series", "lots"]).contains("whole number"));

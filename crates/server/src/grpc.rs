@@ -36,7 +36,10 @@ impl http_body::Body for UnaryBody {
     type Data = Bytes;
     type Error = std::convert::Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         if let Some(d) = self.data.take() {
             return Poll::Ready(Some(Ok(Frame::data(d))));
         }
@@ -56,7 +59,8 @@ fn grpc_ok(msg: &impl Message) -> Response {
         data: Some(Bytes::from(framed)),
         trailers: Some(trailers),
     }));
-    resp.headers_mut().insert("content-type", HeaderValue::from_static("application/grpc"));
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
     resp
 }
 
@@ -88,13 +92,17 @@ fn percent_encode(s: &str) -> String {
 /// Extracts the single message of a unary request.
 fn unframe(headers: &HeaderMap, body: &[u8], limit: usize) -> Result<Vec<u8>, (u32, String)> {
     if body.len() < 5 {
-        return Err((INVALID_ARGUMENT, "request is not a length-prefixed gRPC message".into()));
+        return Err((
+            INVALID_ARGUMENT,
+            "request is not a length-prefixed gRPC message".into(),
+        ));
     }
     let compressed = body[0] == 1;
     let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-    let msg = body
-        .get(5..5 + len)
-        .ok_or((INVALID_ARGUMENT, "gRPC message is shorter than its length prefix".to_string()))?;
+    let msg = body.get(5..5 + len).ok_or((
+        INVALID_ARGUMENT,
+        "gRPC message is shorter than its length prefix".to_string(),
+    ))?;
     if !compressed {
         return Ok(msg.to_vec());
     }
@@ -110,7 +118,11 @@ fn unframe(headers: &HeaderMap, body: &[u8], limit: usize) -> Result<Vec<u8>, (u
     }
 }
 
-pub async fn export_metrics(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn export_metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result: Result<Response, (u32, String)> = async {
         let _permit = state
             .write_permits
@@ -121,9 +133,12 @@ pub async fn export_metrics(State(state): State<AppState>, headers: HeaderMap, b
             .await
             .map_err(|_| (RESOURCE_EXHAUSTED, RequestError::TooLarge(limit).message()))?;
         let msg = unframe(&headers, &raw, limit)?;
-        let req = sonde_ingest::otlp::decode_proto(&msg).map_err(|e| (INVALID_ARGUMENT, e.to_string()))?;
+        let req = sonde_ingest::otlp::decode_proto(&msg)
+            .map_err(|e| (INVALID_ARGUMENT, e.to_string()))?;
         let batch = state.converter.convert(&req, state.clock.now_ms());
-        let report = store_batch(&state, "otlp_grpc", batch).await.map_err(|e| (INTERNAL, e.message()))?;
+        let report = store_batch(&state, "otlp_grpc", batch)
+            .await
+            .map_err(|e| (INTERNAL, e.message()))?;
         Ok(grpc_ok(&ExportMetricsServiceResponse {
             partial_success: partial_success(&report),
         }))
@@ -145,5 +160,8 @@ pub async fn export_metrics(State(state): State<AppState>, headers: HeaderMap, b
 }
 
 pub async fn unimplemented() -> Response {
-    grpc_error(UNIMPLEMENTED, "this service or method is not served here; Sonde serves OTLP metrics export")
+    grpc_error(
+        UNIMPLEMENTED,
+        "this service or method is not served here; Sonde serves OTLP metrics export",
+    )
 }

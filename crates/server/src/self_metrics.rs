@@ -44,7 +44,11 @@ impl SelfMetrics {
     }
 
     pub fn rejected_request(&self, protocol: &'static str, reason: &'static str) {
-        *self.rejected_requests.lock().entry((protocol, reason)).or_default() += 1;
+        *self
+            .rejected_requests
+            .lock()
+            .entry((protocol, reason))
+            .or_default() += 1;
     }
 
     pub fn samples(&self, protocol: &'static str, n: u64) {
@@ -67,42 +71,134 @@ impl SelfMetrics {
     pub fn render(&self, store: &Store) -> String {
         let mut out = String::with_capacity(4096);
         let w = &mut out;
-        header(w, "sonde_ingest_requests_total", "counter", "Write requests by protocol and HTTP status.");
+        header(
+            w,
+            "sonde_ingest_requests_total",
+            "counter",
+            "Write requests by protocol and HTTP status.",
+        );
         for ((p, code), n) in self.requests.lock().iter() {
-            let _ = writeln!(w, "sonde_ingest_requests_total{{protocol=\"{p}\",code=\"{code}\"}} {n}");
+            let _ = writeln!(
+                w,
+                "sonde_ingest_requests_total{{protocol=\"{p}\",code=\"{code}\"}} {n}"
+            );
         }
-        header(w, "sonde_rejected_requests_total", "counter", "Write requests refused, by protocol and reason.");
+        header(
+            w,
+            "sonde_rejected_requests_total",
+            "counter",
+            "Write requests refused, by protocol and reason.",
+        );
         for ((p, r), n) in self.rejected_requests.lock().iter() {
-            let _ = writeln!(w, "sonde_rejected_requests_total{{protocol=\"{p}\",reason=\"{r}\"}} {n}");
+            let _ = writeln!(
+                w,
+                "sonde_rejected_requests_total{{protocol=\"{p}\",reason=\"{r}\"}} {n}"
+            );
         }
-        header(w, "sonde_ingested_samples_total", "counter", "Samples accepted, by protocol.");
+        header(
+            w,
+            "sonde_ingested_samples_total",
+            "counter",
+            "Samples accepted, by protocol.",
+        );
         for (p, n) in self.samples.lock().iter() {
             let _ = writeln!(w, "sonde_ingested_samples_total{{protocol=\"{p}\"}} {n}");
         }
-        header(w, "sonde_rejected_samples_total", "counter", "Samples rejected by the store, by reason.");
+        header(
+            w,
+            "sonde_rejected_samples_total",
+            "counter",
+            "Samples rejected by the store, by reason.",
+        );
         for r in RejectReason::ALL {
-            let _ = writeln!(w, "sonde_rejected_samples_total{{reason=\"{}\"}} {}", r.as_str(), store.rejected_count(r));
+            let _ = writeln!(
+                w,
+                "sonde_rejected_samples_total{{reason=\"{}\"}} {}",
+                r.as_str(),
+                store.rejected_count(r)
+            );
         }
-        gauge(w, "sonde_active_series", "Series in the in-memory head.", store.num_series() as f64);
-        gauge(w, "sonde_head_bytes", "Approximate memory held by the head.", store.head_bytes() as f64);
-        gauge(w, "sonde_wal_bytes", "Bytes in the write-ahead log.", store.wal_bytes() as f64);
-        gauge(w, "sonde_blocks", "Persisted blocks.", store.blocks().len() as f64);
-        gauge(w, "sonde_blocks_bytes", "Bytes in persisted blocks.", store.blocks_bytes() as f64);
-        header(w, "sonde_query_duration_seconds", "histogram", "Query latency by endpoint.");
+        gauge(
+            w,
+            "sonde_active_series",
+            "Series in the in-memory head.",
+            store.num_series() as f64,
+        );
+        gauge(
+            w,
+            "sonde_head_bytes",
+            "Approximate memory held by the head.",
+            store.head_bytes() as f64,
+        );
+        gauge(
+            w,
+            "sonde_wal_bytes",
+            "Bytes in the write-ahead log.",
+            store.wal_bytes() as f64,
+        );
+        gauge(
+            w,
+            "sonde_blocks",
+            "Persisted blocks.",
+            store.blocks().len() as f64,
+        );
+        gauge(
+            w,
+            "sonde_blocks_bytes",
+            "Bytes in persisted blocks.",
+            store.blocks_bytes() as f64,
+        );
+        header(
+            w,
+            "sonde_query_duration_seconds",
+            "histogram",
+            "Query latency by endpoint.",
+        );
         for (endpoint, h) in self.queries.lock().iter() {
             for (i, b) in QUERY_BUCKETS.iter().enumerate() {
-                let _ = writeln!(w, "sonde_query_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"{b}\"}} {}", h.buckets[i]);
+                let _ = writeln!(
+                    w,
+                    "sonde_query_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"{b}\"}} {}",
+                    h.buckets[i]
+                );
             }
-            let _ = writeln!(w, "sonde_query_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(w, "sonde_query_duration_seconds_sum{{endpoint=\"{endpoint}\"}} {}", h.sum);
-            let _ = writeln!(w, "sonde_query_duration_seconds_count{{endpoint=\"{endpoint}\"}} {}", h.count);
+            let _ = writeln!(
+                w,
+                "sonde_query_duration_seconds_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                w,
+                "sonde_query_duration_seconds_sum{{endpoint=\"{endpoint}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                w,
+                "sonde_query_duration_seconds_count{{endpoint=\"{endpoint}\"}} {}",
+                h.count
+            );
         }
         if let Some((rss, cpu)) = process_stats() {
-            gauge(w, "process_resident_memory_bytes", "Resident memory size in bytes.", rss);
-            header(w, "process_cpu_seconds_total", "counter", "User and system CPU time spent in seconds.");
+            gauge(
+                w,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                rss,
+            );
+            header(
+                w,
+                "process_cpu_seconds_total",
+                "counter",
+                "User and system CPU time spent in seconds.",
+            );
             let _ = writeln!(w, "process_cpu_seconds_total {cpu}");
         }
-        gauge(w, "sonde_uptime_seconds", "Seconds since start.", self.started.elapsed().as_secs_f64());
+        gauge(
+            w,
+            "sonde_uptime_seconds",
+            "Seconds since start.",
+            self.started.elapsed().as_secs_f64(),
+        );
         out
     }
 }

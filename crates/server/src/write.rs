@@ -23,7 +23,11 @@ pub struct RpcStatus {
 }
 
 /// Hands a decoded batch to the store; returns once it is durable.
-pub async fn store_batch(state: &AppState, protocol: &'static str, batch: MetricsBatch) -> Result<AppendReport, RequestError> {
+pub async fn store_batch(
+    state: &AppState,
+    protocol: &'static str,
+    batch: MetricsBatch,
+) -> Result<AppendReport, RequestError> {
     let store = state.store.clone();
     let report = tokio::task::spawn_blocking(move || {
         for m in batch.metadata {
@@ -38,7 +42,11 @@ pub async fn store_batch(state: &AppState, protocol: &'static str, batch: Metric
     Ok(report)
 }
 
-fn finish(state: &AppState, protocol: &'static str, result: Result<Response, RequestError>) -> Response {
+fn finish(
+    state: &AppState,
+    protocol: &'static str,
+    result: Result<Response, RequestError>,
+) -> Response {
     let resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -53,9 +61,16 @@ fn finish(state: &AppState, protocol: &'static str, result: Result<Response, Req
     resp
 }
 
-pub async fn remote_write(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn remote_write(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
-        let _permit = state.write_permits.try_acquire().map_err(|_| RequestError::Overloaded)?;
+        let _permit = state
+            .write_permits
+            .try_acquire()
+            .map_err(|_| RequestError::Overloaded)?;
         let ct = content_type(&headers);
         if !ct.is_empty() && ct != "application/x-protobuf" {
             return Err(RequestError::UnsupportedMediaType(format!(
@@ -64,7 +79,8 @@ pub async fn remote_write(State(state): State<AppState>, headers: HeaderMap, bod
         }
         // Remote write bodies are snappy-compressed by the protocol itself.
         let raw = read_body(&headers, body, state.config.max_request_bytes).await?;
-        let batch = sonde_ingest::remote_write::decode(&raw).map_err(|e| RequestError::BadRequest(e.to_string()))?;
+        let batch = sonde_ingest::remote_write::decode(&raw)
+            .map_err(|e| RequestError::BadRequest(e.to_string()))?;
         let report = store_batch(&state, "remote_write", batch).await?;
         match report.first_error {
             // Prometheus drops a batch answered with 400 instead of retrying
@@ -104,7 +120,8 @@ fn otlp_response(enc: OtlpEncoding, status: StatusCode, body: Vec<u8>) -> Respon
         OtlpEncoding::Json => "application/json",
     };
     let mut resp = (status, body).into_response();
-    resp.headers_mut().insert("content-type", HeaderValue::from_static(ct));
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static(ct));
     resp
 }
 
@@ -116,32 +133,52 @@ fn otlp_error(enc: OtlpEncoding, e: &RequestError) -> Response {
         RequestError::Internal(_) => 13,
         _ => 3,
     };
-    let status = RpcStatus { code, message: e.message() };
+    let status = RpcStatus {
+        code,
+        message: e.message(),
+    };
     let body = match enc {
         OtlpEncoding::Protobuf => status.encode_to_vec(),
-        OtlpEncoding::Json => serde_json::json!({"code": code, "message": status.message}).to_string().into_bytes(),
+        OtlpEncoding::Json => serde_json::json!({"code": code, "message": status.message})
+            .to_string()
+            .into_bytes(),
     };
     let mut resp = otlp_response(enc, e.status(), body);
     if matches!(e, RequestError::Overloaded) {
-        resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
     }
     resp
 }
 
 pub fn partial_success(report: &AppendReport) -> Option<ExportMetricsPartialSuccess> {
-    report.first_error.as_ref().map(|(reason, msg)| ExportMetricsPartialSuccess {
-        rejected_data_points: report.rejected as i64,
-        error_message: format!("{} samples rejected ({}); first: {msg}", report.rejected, reason.as_str()),
-    })
+    report
+        .first_error
+        .as_ref()
+        .map(|(reason, msg)| ExportMetricsPartialSuccess {
+            rejected_data_points: report.rejected as i64,
+            error_message: format!(
+                "{} samples rejected ({}); first: {msg}",
+                report.rejected,
+                reason.as_str()
+            ),
+        })
 }
 
-pub async fn otlp_http_metrics(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn otlp_http_metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let enc = match otlp_encoding(&headers) {
         Ok(enc) => enc,
         Err(e) => return finish(&state, "otlp_http", Err(e)),
     };
     let result: Result<Response, RequestError> = async {
-        let _permit = state.write_permits.try_acquire().map_err(|_| RequestError::Overloaded)?;
+        let _permit = state
+            .write_permits
+            .try_acquire()
+            .map_err(|_| RequestError::Overloaded)?;
         let raw = read_body(&headers, body, state.config.max_request_bytes).await?;
         let req = match enc {
             OtlpEncoding::Protobuf => sonde_ingest::otlp::decode_proto(&raw),

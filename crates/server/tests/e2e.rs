@@ -15,11 +15,18 @@ use sonde_ingest::otlp::collector::ExportMetricsServiceRequest;
 use sonde_model::{Labels, Sample, Series};
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 struct Server {
@@ -40,7 +47,11 @@ impl Server {
 
     fn start_on(dir: &Path, extra: Vec<String>, ports: [u16; 3]) -> Server {
         let log = dir.with_extension("log");
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sonde"))
             .arg("serve")
             .args(["--data-dir", dir.to_str().unwrap()])
@@ -73,13 +84,20 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("sonde did not become ready; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        panic!(
+            "sonde did not become ready; log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
     }
 
     fn kill9(mut self) -> (PathBuf, Vec<String>, [u16; 3]) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-        let parts = (self.dir.clone(), std::mem::take(&mut self.extra), self.ports);
+        let parts = (
+            self.dir.clone(),
+            std::mem::take(&mut self.extra),
+            self.ports,
+        );
         std::mem::forget(self);
         parts
     }
@@ -93,7 +111,10 @@ impl Server {
                 std::mem::forget(self);
                 return status;
             }
-            assert!(Instant::now() < deadline, "sonde did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "sonde did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -132,7 +153,12 @@ impl Server {
 
     fn remote_write(&self, series: &[Series]) -> (u16, String) {
         let body = sonde_ingest::remote_write::encode(series);
-        post(&format!("{}/api/v1/write", self.api), "application/x-protobuf", &[], &body)
+        post(
+            &format!("{}/api/v1/write", self.api),
+            "application/x-protobuf",
+            &[],
+            &body,
+        )
     }
 }
 
@@ -145,7 +171,11 @@ impl Drop for Server {
 
 /// The workspace forbids `unsafe`, so signals go through kill(1).
 fn send_signal(pid: i32, sig: i32) {
-    Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
 }
 
 fn parse_value(v: &Value) -> f64 {
@@ -229,29 +259,57 @@ fn remote_write_then_promql() {
     let t0 = (now_ms() - 60_000) / 10_000 * 10_000;
     let samples: Vec<(i64, f64)> = (0..5).map(|i| (t0 + i * 10_000, (i * 10) as f64)).collect();
     let (code, body) = s.remote_write(&[
-        series("http_requests_total", &[("job", "api"), ("code", "200")], &samples),
-        series("http_requests_total", &[("job", "api"), ("code", "500")], &samples[..3]),
+        series(
+            "http_requests_total",
+            &[("job", "api"), ("code", "200")],
+            &samples,
+        ),
+        series(
+            "http_requests_total",
+            &[("job", "api"), ("code", "500")],
+            &samples[..3],
+        ),
     ]);
     assert_eq!(code, 204, "{body}");
     let at = t0 + 40_000;
     assert_eq!(
         s.vector("http_requests_total", at),
         vec![
-            ("__name__=http_requests_total,code=200,job=api".to_string(), 40.0),
-            ("__name__=http_requests_total,code=500,job=api".to_string(), 20.0),
+            (
+                "__name__=http_requests_total,code=200,job=api".to_string(),
+                40.0
+            ),
+            (
+                "__name__=http_requests_total,code=500,job=api".to_string(),
+                20.0
+            ),
         ]
     );
-    assert_eq!(s.vector("sum by (job) (http_requests_total)", at), vec![("job=api".to_string(), 60.0)]);
+    assert_eq!(
+        s.vector("sum by (job) (http_requests_total)", at),
+        vec![("job=api".to_string(), 60.0)]
+    );
     let rate = s.vector(r#"rate(http_requests_total{code="200"}[1m])"#, at);
     assert_eq!(rate.len(), 1);
     // Prometheus's extrapolation: 40 over the 40 s the samples cover, not
     // extrapolated below zero at the start, divided by the 60 s window.
     assert!((rate[0].1 - 40.0 / 60.0).abs() < 1e-9, "{rate:?}");
 
-    let series_resp = json_of(ureq::get(&format!("{}/api/v1/series", s.api)).query("match[]", "http_requests_total").call());
-    assert_eq!(series_resp["data"].as_array().unwrap().len(), 2, "{series_resp}");
+    let series_resp = json_of(
+        ureq::get(&format!("{}/api/v1/series", s.api))
+            .query("match[]", "http_requests_total")
+            .call(),
+    );
+    assert_eq!(
+        series_resp["data"].as_array().unwrap().len(),
+        2,
+        "{series_resp}"
+    );
     let labels = json_of(ureq::get(&format!("{}/api/v1/labels", s.api)).call());
-    assert_eq!(labels["data"], serde_json::json!(["__name__", "code", "job"]));
+    assert_eq!(
+        labels["data"],
+        serde_json::json!(["__name__", "code", "job"])
+    );
     let values = json_of(ureq::get(&format!("{}/api/v1/label/code/values", s.api)).call());
     assert_eq!(values["data"], serde_json::json!(["200", "500"]));
     let range = json_of(
@@ -280,18 +338,39 @@ fn otlp_http_json_protobuf_and_gzip() {
     let (code, body) = post(&url, "application/json", &[], json.as_bytes());
     assert_eq!(code, 200, "{body}");
     let want = "__name__=system_disk_free_bytes,disk_device=sda,instance=i-1,job=db,otel_scope_name=e2e,otel_scope_version=1";
-    assert_eq!(s.vector("system_disk_free_bytes", t), vec![(want.to_string(), 123.5)]);
+    assert_eq!(
+        s.vector("system_disk_free_bytes", t),
+        vec![(want.to_string(), 123.5)]
+    );
     let info = s.vector("target_info", t);
-    assert_eq!(info, vec![("__name__=target_info,host_name=box,instance=i-1,job=db".to_string(), 1.0)]);
+    assert_eq!(
+        info,
+        vec![(
+            "__name__=target_info,host_name=box,instance=i-1,job=db".to_string(),
+            1.0
+        )]
+    );
 
     // The same request as gzip'd protobuf, a second later and another value.
-    let req: ExportMetricsServiceRequest = serde_json::from_str(&otlp_gauge_json("system.disk.free", "db", t + 1000, 99.0)).unwrap();
-    let (code, body) = post(&url, "application/x-protobuf", &[("content-encoding", "gzip")], &gzip(&req.encode_to_vec()));
+    let req: ExportMetricsServiceRequest =
+        serde_json::from_str(&otlp_gauge_json("system.disk.free", "db", t + 1000, 99.0)).unwrap();
+    let (code, body) = post(
+        &url,
+        "application/x-protobuf",
+        &[("content-encoding", "gzip")],
+        &gzip(&req.encode_to_vec()),
+    );
     assert_eq!(code, 200, "{body}");
     assert_eq!(s.vector("system_disk_free_bytes", t + 1000)[0].1, 99.0);
     let meta = json_of(ureq::get(&format!("{}/api/v1/metadata", s.api)).call());
-    assert_eq!(meta["data"]["system_disk_free_bytes"][0]["type"], "gauge", "{meta}");
-    assert_eq!(meta["data"]["system_disk_free_bytes"][0]["unit"], "bytes", "{meta}");
+    assert_eq!(
+        meta["data"]["system_disk_free_bytes"][0]["type"], "gauge",
+        "{meta}"
+    );
+    assert_eq!(
+        meta["data"]["system_disk_free_bytes"][0]["unit"], "bytes",
+        "{meta}"
+    );
 }
 
 #[test]
@@ -324,7 +403,14 @@ fn bad_input_gets_precise_errors_and_the_server_keeps_serving() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(
         &tmp.path().join("d"),
-        &["--max-request-bytes", "100000", "--max-series-per-metric", "3", "--query-max-samples", "50"],
+        &[
+            "--max-request-bytes",
+            "100000",
+            "--max-series-per-metric",
+            "3",
+            "--query-max-samples",
+            "50",
+        ],
     );
     let t = now_ms() - 1000;
     assert_eq!(s.remote_write(&[series("kept", &[], &[(t, 1.0)])]).0, 204);
@@ -334,50 +420,118 @@ fn bad_input_gets_precise_errors_and_the_server_keeps_serving() {
     let (code, body) = post(&write, "application/x-protobuf", &[], b"\x00garbage");
     assert_eq!(code, 400);
     assert!(body.contains("snappy"), "{body}");
-    let bad_proto = snap::raw::Encoder::new().compress_vec(b"\xff\xff\xff\xff").unwrap();
+    let bad_proto = snap::raw::Encoder::new()
+        .compress_vec(b"\xff\xff\xff\xff")
+        .unwrap();
     let (code, body) = post(&write, "application/x-protobuf", &[], &bad_proto);
     assert_eq!((code, body.contains("protobuf")), (400, true), "{body}");
     let (code, body) = post(&otlp, "application/json", &[], b"{\"resourceMetrics\": [");
-    assert_eq!((code, body.contains("malformed json")), (400, true), "{body}");
+    assert_eq!(
+        (code, body.contains("malformed json")),
+        (400, true),
+        "{body}"
+    );
     let (code, body) = post(&otlp, "application/x-protobuf", &[], b"\xff\xff\xff");
-    assert_eq!((code, body.contains("malformed protobuf")), (400, true), "{body}");
+    assert_eq!(
+        (code, body.contains("malformed protobuf")),
+        (400, true),
+        "{body}"
+    );
     let (code, body) = post(&otlp, "text/plain", &[], b"hello");
-    assert_eq!((code, body.contains("unsupported content type")), (415, true), "{body}");
-    let (code, body) = post(&otlp, "application/json", &[("content-encoding", "br")], b"{}");
+    assert_eq!(
+        (code, body.contains("unsupported content type")),
+        (415, true),
+        "{body}"
+    );
+    let (code, body) = post(
+        &otlp,
+        "application/json",
+        &[("content-encoding", "br")],
+        b"{}",
+    );
     assert_eq!(code, 415, "{body}");
     let (code, body) = post(&otlp, "application/json", &[], &vec![b' '; 200_000]);
-    assert_eq!((code, body.contains("larger than the limit")), (413, true), "{body}");
+    assert_eq!(
+        (code, body.contains("larger than the limit")),
+        (413, true),
+        "{body}"
+    );
     // A small gzip body that inflates past the limit is refused too.
-    let (code, _) = post(&otlp, "application/json", &[("content-encoding", "gzip")], &gzip(&vec![b' '; 1_000_000]));
+    let (code, _) = post(
+        &otlp,
+        "application/json",
+        &[("content-encoding", "gzip")],
+        &gzip(&vec![b' '; 1_000_000]),
+    );
     assert_eq!(code, 413);
 
     let (code, body) = s.remote_write(&[series("bad-name", &[], &[(t, 1.0)])]);
-    assert_eq!((code, body.contains("invalid metric name")), (400, true), "{body}");
+    assert_eq!(
+        (code, body.contains("invalid metric name")),
+        (400, true),
+        "{body}"
+    );
     let (code, body) = s.remote_write(&[series("ok_name", &[("bad.label", "x")], &[(t, 1.0)])]);
-    assert_eq!((code, body.contains("invalid label name")), (400, true), "{body}");
+    assert_eq!(
+        (code, body.contains("invalid label name")),
+        (400, true),
+        "{body}"
+    );
     let (code, body) = s.remote_write(&[series("future", &[], &[(t + 86_400_000, 1.0)])]);
-    assert_eq!((code, body.contains("ahead of the server clock")), (400, true), "{body}");
+    assert_eq!(
+        (code, body.contains("ahead of the server clock")),
+        (400, true),
+        "{body}"
+    );
     let (code, body) = s.remote_write(&[series("past", &[], &[(t - 400 * 86_400_000, 1.0)])]);
-    assert_eq!((code, body.contains("older than the retention")), (400, true), "{body}");
+    assert_eq!(
+        (code, body.contains("older than the retention")),
+        (400, true),
+        "{body}"
+    );
 
     // Series over the per-metric limit: the new one is rejected, existing
     // ones keep ingesting.
-    let hosts: Vec<Series> = (0..3).map(|i| series("per_host", &[("h", &i.to_string())], &[(t, 1.0)])).collect();
+    let hosts: Vec<Series> = (0..3)
+        .map(|i| series("per_host", &[("h", &i.to_string())], &[(t, 1.0)]))
+        .collect();
     assert_eq!(s.remote_write(&hosts).0, 204);
-    let (code, body) = s.remote_write(&[series("per_host", &[("h", "3")], &[(t, 1.0)]), series("per_host", &[("h", "0")], &[(t + 1, 2.0)])]);
-    assert_eq!((code, body.contains("series_per_metric_limit")), (400, true), "{body}");
+    let (code, body) = s.remote_write(&[
+        series("per_host", &[("h", "3")], &[(t, 1.0)]),
+        series("per_host", &[("h", "0")], &[(t + 1, 2.0)]),
+    ]);
+    assert_eq!(
+        (code, body.contains("series_per_metric_limit")),
+        (400, true),
+        "{body}"
+    );
     assert_eq!(s.vector("per_host", t + 1).len(), 3);
     assert_eq!(s.vector(r#"per_host{h="0"}"#, t + 1)[0].1, 2.0);
 
     // NaN and infinities are valid sample values in Prometheus and OTLP;
     // they are stored and returned as such.
-    assert_eq!(s.remote_write(&[series("odd_values", &[("k", "nan")], &[(t, f64::NAN)]), series("odd_values", &[("k", "inf")], &[(t, f64::INFINITY)])]).0, 204);
+    assert_eq!(
+        s.remote_write(&[
+            series("odd_values", &[("k", "nan")], &[(t, f64::NAN)]),
+            series("odd_values", &[("k", "inf")], &[(t, f64::INFINITY)])
+        ])
+        .0,
+        204
+    );
     let odd = s.vector("odd_values", t);
     assert!(odd[0].1.is_infinite() && odd[1].1.is_nan(), "{odd:?}");
 
     let v = s.query("sum(rate(kept[5m]", t);
-    assert_eq!((v["status"].as_str(), v["errorType"].as_str()), (Some("error"), Some("bad_data")), "{v}");
-    let (code, _) = status_of(ureq::get(&format!("{}/api/v1/query", s.api)).query("query", "sum(").call());
+    assert_eq!(
+        (v["status"].as_str(), v["errorType"].as_str()),
+        (Some("error"), Some("bad_data")),
+        "{v}"
+    );
+    let (code, _) = status_of(
+        ureq::get(&format!("{}/api/v1/query", s.api))
+            .query("query", "sum(")
+            .call(),
+    );
     assert_eq!(code, 400);
     let (code, body) = status_of(
         ureq::get(&format!("{}/api/v1/query_range", s.api))
@@ -391,19 +545,40 @@ fn bad_input_gets_precise_errors_and_the_server_keeps_serving() {
     assert!(body.contains("too many samples"), "{body}");
 
     // After all that: still serving, nothing accepted was lost.
-    assert_eq!(s.vector("kept", t), vec![("__name__=kept".to_string(), 1.0)]);
-    let metrics = ureq::get(&format!("{}/metrics", s.api)).call().unwrap().into_string().unwrap();
-    assert!(metrics.contains(r#"sonde_rejected_samples_total{reason="series_per_metric_limit"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"sonde_rejected_requests_total{protocol="otlp_http",reason="too_large"} 2"#), "{metrics}");
+    assert_eq!(
+        s.vector("kept", t),
+        vec![("__name__=kept".to_string(), 1.0)]
+    );
+    let metrics = ureq::get(&format!("{}/metrics", s.api))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains(r#"sonde_rejected_samples_total{reason="series_per_metric_limit"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"sonde_rejected_requests_total{protocol="otlp_http",reason="too_large"} 2"#
+        ),
+        "{metrics}"
+    );
 }
 
 /// Writes in a loop, remembering what was acknowledged, until the server
 /// stops answering.
 fn write_until_killed(api: &str, acked: &Mutex<Vec<(i64, f64)>>, t0: i64) {
     for i in 0i64.. {
-        let batch: Vec<(i64, f64)> = (0..50).map(|j| (t0 + (i * 50 + j) * 10, (i * 50 + j) as f64)).collect();
-        let body = sonde_ingest::remote_write::encode(&[series("crash_test", &[("w", "1")], &batch)]);
-        match ureq::post(&format!("{api}/api/v1/write")).set("content-type", "application/x-protobuf").send_bytes(&body) {
+        let batch: Vec<(i64, f64)> = (0..50)
+            .map(|j| (t0 + (i * 50 + j) * 10, (i * 50 + j) as f64))
+            .collect();
+        let body =
+            sonde_ingest::remote_write::encode(&[series("crash_test", &[("w", "1")], &batch)]);
+        match ureq::post(&format!("{api}/api/v1/write"))
+            .set("content-type", "application/x-protobuf")
+            .send_bytes(&body)
+        {
             Ok(r) if r.status() == 204 => acked.lock().unwrap().extend(batch),
             _ => return,
         }
@@ -424,15 +599,28 @@ fn kill_9_during_ingest_loses_nothing_acknowledged() {
     let (dir, extra, ports) = s.kill9();
     writer.join().unwrap();
     let acked: Vec<(i64, f64)> = acked.lock().unwrap().clone();
-    assert!(acked.len() > 500, "the writer got only {} samples acknowledged", acked.len());
+    assert!(
+        acked.len() > 500,
+        "the writer got only {} samples acknowledged",
+        acked.len()
+    );
     let s = Server::start_on(&dir, extra, ports);
     let last = acked.last().unwrap().0;
     let window = format!("{}ms", last - t0 + 1);
     let stored = s.vector(&format!("count_over_time(crash_test[{window}])"), last);
-    assert!(stored[0].1 >= acked.len() as f64, "acknowledged {} samples, {} survived", acked.len(), stored[0].1);
+    assert!(
+        stored[0].1 >= acked.len() as f64,
+        "acknowledged {} samples, {} survived",
+        acked.len(),
+        stored[0].1
+    );
     let sum: f64 = acked.iter().map(|(_, v)| v).sum();
     let stored_sum = s.vector(&format!("sum_over_time(crash_test[{window}])"), last);
-    assert!(stored_sum[0].1 >= sum, "sum of acknowledged values {sum}, stored {}", stored_sum[0].1);
+    assert!(
+        stored_sum[0].1 >= sum,
+        "sum of acknowledged values {sum}, stored {}",
+        stored_sum[0].1
+    );
 }
 
 #[test]
@@ -440,15 +628,25 @@ fn sigterm_shuts_down_in_order_and_restart_recovers() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(&tmp.path().join("d"), &["--wal-fsync", "never"]);
     let t = now_ms() - 1000;
-    assert_eq!(s.remote_write(&[series("before_restart", &[], &[(t, 42.0)])]).0, 204);
+    assert_eq!(
+        s.remote_write(&[series("before_restart", &[], &[(t, 42.0)])])
+            .0,
+        204
+    );
     let (dir, ports) = (s.dir.clone(), s.ports);
     let status = s.terminate();
     assert!(status.success(), "{status:?}");
     let log = std::fs::read_to_string(dir.with_extension("log")).unwrap();
     assert!(log.contains("WAL flushed"), "{log}");
     let s = Server::start_on(&dir, vec![], ports);
-    assert_eq!(s.vector("before_restart", t), vec![("__name__=before_restart".to_string(), 42.0)]);
+    assert_eq!(
+        s.vector("before_restart", t),
+        vec![("__name__=before_restart".to_string(), 42.0)]
+    );
     let mut buf = String::new();
-    std::fs::File::open(&s.log).unwrap().read_to_string(&mut buf).unwrap();
+    std::fs::File::open(&s.log)
+        .unwrap()
+        .read_to_string(&mut buf)
+        .unwrap();
     assert!(buf.contains("store opened"));
 }

@@ -110,7 +110,8 @@ impl BlockWriter {
             }
             let bytes = enc.bytes();
             self.chunks.write_all(&bytes)?;
-            self.chunks.write_all(&crc32fast::hash(&bytes).to_le_bytes())?;
+            self.chunks
+                .write_all(&crc32fast::hash(&bytes).to_le_bytes())?;
             refs.push(ChunkRef {
                 min_t: enc.min_t(),
                 max_t: enc.max_t(),
@@ -176,7 +177,8 @@ fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
 impl Block {
     pub fn open(dir: &Path) -> Result<Block> {
         let corrupt = |what: &str| Error::Corrupt(format!("block {}: {what}", dir.display()));
-        let meta = parse_meta(&fs::read_to_string(dir.join("meta"))?).ok_or_else(|| corrupt("bad meta"))?;
+        let meta = parse_meta(&fs::read_to_string(dir.join("meta"))?)
+            .ok_or_else(|| corrupt("bad meta"))?;
         let index = fs::read(dir.join("index"))?;
         if index.len() < INDEX_MAGIC.len() + 4 || !index.starts_with(INDEX_MAGIC) {
             return Err(corrupt("bad index header"));
@@ -220,18 +222,25 @@ impl Block {
     }
 
     fn matching_ids(&self, matchers: &[Matcher]) -> Vec<u64> {
-        select_postings(&self.postings, matchers, || (0..self.series.len() as u64).collect())
-            .into_iter()
-            .filter(|&id| {
-                self.series
-                    .get(id as usize)
-                    .is_some_and(|s| matchers.iter().all(|m| m.matches(&s.labels)))
-            })
-            .collect()
+        select_postings(&self.postings, matchers, || {
+            (0..self.series.len() as u64).collect()
+        })
+        .into_iter()
+        .filter(|&id| {
+            self.series
+                .get(id as usize)
+                .is_some_and(|s| matchers.iter().all(|m| m.matches(&s.labels)))
+        })
+        .collect()
     }
 
     /// Series matching `matchers` with their samples in `[mint, maxt]`.
-    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<(Labels, Vec<Sample>)>> {
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(Labels, Vec<Sample>)>> {
         let mut out = Vec::new();
         for id in self.matching_ids(matchers) {
             let s = &self.series[id as usize];
@@ -253,7 +262,11 @@ impl Block {
 
     fn read_samples(&self, s: &BlockSeries, mint: i64, maxt: i64) -> Result<Vec<Sample>> {
         let mut out = Vec::new();
-        for c in s.chunks.iter().filter(|c| c.max_t >= mint && c.min_t <= maxt) {
+        for c in s
+            .chunks
+            .iter()
+            .filter(|c| c.max_t >= mint && c.min_t <= maxt)
+        {
             let mut buf = vec![0u8; c.len as usize + 4];
             self.chunks.read_exact_at(&mut buf, c.offset)?;
             let (bytes, crc) = buf.split_at(c.len as usize);
@@ -332,22 +345,38 @@ mod tests {
         let mut w = BlockWriter::create(dir.path(), 0, 1_000_000, 1).unwrap();
         let a = Labels::from_pairs([("__name__", "cpu"), ("host", "a")]);
         let b = Labels::from_pairs([("__name__", "cpu"), ("host", "b")]);
-        let samples: Vec<Sample> = (0..500).map(|i| Sample { t: i * 1000, v: i as f64 / 3.0 }).collect();
+        let samples: Vec<Sample> = (0..500)
+            .map(|i| Sample {
+                t: i * 1000,
+                v: i as f64 / 3.0,
+            })
+            .collect();
         w.add_series(&a, &samples).unwrap();
         w.add_series(&b, &samples[..10]).unwrap();
         let block = w.finish().unwrap().unwrap();
         assert_eq!(block.meta.num_samples, 510);
-        let got = block.select(&[Matcher::equal("host", "a")], 100_000, 199_000).unwrap();
+        let got = block
+            .select(&[Matcher::equal("host", "a")], 100_000, 199_000)
+            .unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].1, samples[100..200].to_vec());
         let reopened = Block::open(&block.dir).unwrap();
-        assert_eq!(reopened.select(&[Matcher::equal("__name__", "cpu")], 0, 5000).unwrap().len(), 2);
+        assert_eq!(
+            reopened
+                .select(&[Matcher::equal("__name__", "cpu")], 0, 5000)
+                .unwrap()
+                .len(),
+            2
+        );
 
         let chunks = block.dir.join("chunks");
         let mut data = fs::read(&chunks).unwrap();
         data[10] ^= 0xff;
         fs::write(&chunks, data).unwrap();
-        let err = Block::open(&block.dir).unwrap().select(&[Matcher::equal("host", "a")], 0, 1000).unwrap_err();
+        let err = Block::open(&block.dir)
+            .unwrap()
+            .select(&[Matcher::equal("host", "a")], 0, 1000)
+            .unwrap_err();
         assert!(err.to_string().contains("checksum"), "{err}");
     }
 }

@@ -181,7 +181,7 @@ impl ChunkEncoder {
                     self.bits.write_bit(false);
                 } else if let Some(&(prefix, plen, nbits)) = DOD_BUCKETS.iter().find(|b| {
                     let half = 1i64 << (b.2 - 1);
-                    dod >= -half + 1 && dod <= half
+                    dod > -half && dod <= half
                 }) {
                     self.bits.write_bits(prefix, plen);
                     self.bits.write_bits(dod as u64 & ((1 << nbits) - 1), nbits);
@@ -334,7 +334,11 @@ impl<'a> ChunkIter<'a> {
         }
         let sig = 64 - self.leading - self.trailing;
         let bits = self.r.read_bits(sig)?;
-        self.v ^= if self.trailing >= 64 { 0 } else { bits << self.trailing };
+        self.v ^= if self.trailing >= 64 {
+            0
+        } else {
+            bits << self.trailing
+        };
         Some(())
     }
 }
@@ -364,7 +368,9 @@ mod tests {
             enc.append(t, v);
         }
         let bytes = enc.bytes();
-        let got: Vec<(i64, u64)> = ChunkIter::new(&bytes).map(|s| (s.t, s.v.to_bits())).collect();
+        let got: Vec<(i64, u64)> = ChunkIter::new(&bytes)
+            .map(|s| (s.t, s.v.to_bits()))
+            .collect();
         let want: Vec<(i64, u64)> = samples.iter().map(|&(t, v)| (t, v.to_bits())).collect();
         assert_eq!(got, want);
         let open: Vec<(i64, u64)> = enc.iter().map(|s| (s.t, s.v.to_bits())).collect();
@@ -374,7 +380,9 @@ mod tests {
 
     #[test]
     fn regular_scrape_compresses_to_about_a_bit_per_timestamp() {
-        let samples: Vec<(i64, f64)> = (0..120).map(|i| (1_700_000_000_000 + i * 15_000, 42.0)).collect();
+        let samples: Vec<(i64, f64)> = (0..120)
+            .map(|i| (1_700_000_000_000 + i * 15_000, 42.0))
+            .collect();
         let bytes = roundtrip(&samples);
         // A constant series at a fixed interval costs two bits per sample.
         assert!(bytes.len() < 50, "{} bytes", bytes.len());
@@ -384,21 +392,50 @@ mod tests {
     fn every_bucket_and_special_value_roundtrips() {
         let mut t = -5_000i64;
         let mut samples = Vec::new();
-        let jumps = [1, 1, 5000, 9000, 70_000, 600_000, 1 << 40, 3, 8193, 1, 65537, 1, 524_289, 1];
+        let jumps = [
+            1,
+            1,
+            5000,
+            9000,
+            70_000,
+            600_000,
+            1 << 40,
+            3,
+            8193,
+            1,
+            65537,
+            1,
+            524_289,
+            1,
+        ];
         let values = [
-            0.0, -0.0, 1.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, f64::MIN_POSITIVE,
-            f64::MAX, sonde_model::stale_nan(), 1e-300, 7.0,
+            0.0,
+            -0.0,
+            1.5,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            sonde_model::stale_nan(),
+            1e-300,
+            7.0,
         ];
         for i in 0..200usize {
             t += jumps[i % jumps.len()].max(1);
-            samples.push((t, values[i % values.len()] * if i % 3 == 0 { 1.0 } else { i as f64 }));
+            samples.push((
+                t,
+                values[i % values.len()] * if i % 3 == 0 { 1.0 } else { i as f64 },
+            ));
         }
         roundtrip(&samples);
     }
 
     #[test]
     fn delta_of_delta_bucket_edges_roundtrip() {
-        let dods = [8192, -8191, 8193, -8192, 65536, -65535, 65537, 524_288, -524_287, 524_289, 0];
+        let dods = [
+            8192, -8191, 8193, -8192, 65536, -65535, 65537, 524_288, -524_287, 524_289, 0,
+        ];
         let mut t = 0i64;
         let mut delta = 1_000_000i64;
         let mut samples = vec![(t, 1.0)];

@@ -141,7 +141,11 @@ impl SeriesData {
     pub fn samples(&self, mint: i64, maxt: i64) -> Vec<Sample> {
         let in_range = |s: &Sample| s.t >= mint && s.t <= maxt;
         let mut out: Vec<Sample> = Vec::new();
-        for c in self.closed.iter().filter(|c| c.max_t >= mint && c.min_t <= maxt) {
+        for c in self
+            .closed
+            .iter()
+            .filter(|c| c.max_t >= mint && c.min_t <= maxt)
+        {
             out.extend(ChunkIter::new(&c.bytes).filter(in_range));
         }
         if self.open.count() > 0 && self.open.max_t() >= mint && self.open.min_t() <= maxt {
@@ -150,7 +154,11 @@ impl SeriesData {
         let has_ooo = !self.ooo_buf.is_empty() || !self.ooo_chunks.is_empty();
         if has_ooo {
             let mut ooo: Vec<Sample> = self.ooo_buf.iter().copied().filter(in_range).collect();
-            for c in self.ooo_chunks.iter().filter(|c| c.max_t >= mint && c.min_t <= maxt) {
+            for c in self
+                .ooo_chunks
+                .iter()
+                .filter(|c| c.max_t >= mint && c.min_t <= maxt)
+            {
                 ooo.extend(ChunkIter::new(&c.bytes).filter(in_range));
             }
             if !ooo.is_empty() {
@@ -177,7 +185,10 @@ impl SeriesData {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.open.count() == 0 && self.closed.is_empty() && self.ooo_buf.is_empty() && self.ooo_chunks.is_empty()
+        self.open.count() == 0
+            && self.closed.is_empty()
+            && self.ooo_buf.is_empty()
+            && self.ooo_chunks.is_empty()
     }
 
     pub fn min_t(&self) -> Option<i64> {
@@ -199,10 +210,17 @@ impl SeriesData {
     }
 
     fn heap_size(&self) -> usize {
-        self.closed.iter().map(|c| c.bytes.len() + 24).sum::<usize>()
+        self.closed
+            .iter()
+            .map(|c| c.bytes.len() + 24)
+            .sum::<usize>()
             + self.open.heap_size()
             + self.ooo_buf.capacity() * 16
-            + self.ooo_chunks.iter().map(|c| c.bytes.len() + 24).sum::<usize>()
+            + self
+                .ooo_chunks
+                .iter()
+                .map(|c| c.bytes.len() + 24)
+                .sum::<usize>()
     }
 }
 
@@ -362,7 +380,10 @@ impl Head {
         for s in &dead {
             index.by_ref.remove(&s.series_ref);
             index.by_labels.remove(&s.labels);
-            if let Some(n) = index.per_metric.get_mut(s.labels.metric_name().unwrap_or("")) {
+            if let Some(n) = index
+                .per_metric
+                .get_mut(s.labels.metric_name().unwrap_or(""))
+            {
                 *n = n.saturating_sub(1);
             }
             for l in s.labels.iter() {
@@ -471,7 +492,10 @@ mod tests {
     fn in_order_duplicates_conflicts_and_out_of_order() {
         let mut d = SeriesData::new();
         for t in 0..300 {
-            assert_eq!(d.append(t * 10, t as f64, i64::MIN), AppendOutcome::Appended);
+            assert_eq!(
+                d.append(t * 10, t as f64, i64::MIN),
+                AppendOutcome::Appended
+            );
         }
         assert_eq!(d.append(2990, 299.0, 0), AppendOutcome::Duplicate);
         assert_eq!(d.append(2990, 1.0, 0), AppendOutcome::Conflict);
@@ -483,7 +507,12 @@ mod tests {
         let got = d.samples(0, 20);
         assert_eq!(
             got,
-            vec![Sample { t: 0, v: 0.0 }, Sample { t: 5, v: 0.5 }, Sample { t: 10, v: 1.0 }, Sample { t: 20, v: 2.0 }]
+            vec![
+                Sample { t: 0, v: 0.0 },
+                Sample { t: 5, v: 0.5 },
+                Sample { t: 10, v: 1.0 },
+                Sample { t: 20, v: 2.0 }
+            ]
         );
         assert_eq!(d.samples(i64::MIN, i64::MAX).len(), 301);
     }
@@ -496,34 +525,62 @@ mod tests {
         }
         let before = d.split_off_before(250);
         assert_eq!(before.len(), 250);
-        assert_eq!(d.samples(i64::MIN, i64::MAX).first().map(|s| s.t), Some(250));
+        assert_eq!(
+            d.samples(i64::MIN, i64::MAX).first().map(|s| s.t),
+            Some(250)
+        );
         assert_eq!(d.min_t(), Some(250));
     }
 
     #[test]
     fn postings_select_by_equality_regex_and_negation() {
         let head = Head::new();
-        let mk = |job: &str, inst: &str| Labels::from_pairs([("__name__", "up"), ("job", job), ("instance", inst)]);
+        let mk = |job: &str, inst: &str| {
+            Labels::from_pairs([("__name__", "up"), ("job", job), ("instance", inst)])
+        };
         for (j, i) in [("api", "a"), ("api", "b"), ("web", "a")] {
-            head.get_or_create(&mk(j, i), 100, 100, |_, _| Ok(())).unwrap().unwrap();
+            head.get_or_create(&mk(j, i), 100, 100, |_, _| Ok(()))
+                .unwrap()
+                .unwrap();
         }
         let sel = |ms: Vec<Matcher>| {
-            let mut v: Vec<String> = head.matching(&ms).iter().map(|s| s.labels.to_string()).collect();
+            let mut v: Vec<String> = head
+                .matching(&ms)
+                .iter()
+                .map(|s| s.labels.to_string())
+                .collect();
             v.sort();
             v
         };
         use sonde_model::MatchOp::*;
         assert_eq!(sel(vec![Matcher::equal("job", "api")]).len(), 2);
-        assert_eq!(sel(vec![Matcher::new(RegexMatch, "job", "w.*").unwrap()]).len(), 1);
-        assert_eq!(sel(vec![Matcher::equal("__name__", "up"), Matcher::new(NotEqual, "instance", "a").unwrap()]).len(), 1);
-        assert_eq!(sel(vec![Matcher::new(NotEqual, "job", "x").unwrap()]).len(), 3);
+        assert_eq!(
+            sel(vec![Matcher::new(RegexMatch, "job", "w.*").unwrap()]).len(),
+            1
+        );
+        assert_eq!(
+            sel(vec![
+                Matcher::equal("__name__", "up"),
+                Matcher::new(NotEqual, "instance", "a").unwrap()
+            ])
+            .len(),
+            1
+        );
+        assert_eq!(
+            sel(vec![Matcher::new(NotEqual, "job", "x").unwrap()]).len(),
+            3
+        );
         assert_eq!(sel(vec![Matcher::equal("job", "nope")]).len(), 0);
         assert_eq!(
-            head.get_or_create(&mk("x", "y"), 3, 100, |_, _| Ok(())).unwrap().err(),
+            head.get_or_create(&mk("x", "y"), 3, 100, |_, _| Ok(()))
+                .unwrap()
+                .err(),
             Some(SeriesLimit::Total)
         );
         assert_eq!(
-            head.get_or_create(&mk("x", "y"), 100, 3, |_, _| Ok(())).unwrap().err(),
+            head.get_or_create(&mk("x", "y"), 100, 3, |_, _| Ok(()))
+                .unwrap()
+                .err(),
             Some(SeriesLimit::PerMetric)
         );
     }

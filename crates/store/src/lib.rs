@@ -220,7 +220,10 @@ impl Store {
                 for s in samples {
                     if let Some(series) = head.get_by_ref(s.series_ref) {
                         let mut d = series.data.lock();
-                        let min_ooo = d.max_t().map_or(i64::MIN, |m| m.saturating_sub(window)).max(min_valid);
+                        let min_ooo = d
+                            .max_t()
+                            .map_or(i64::MIN, |m| m.saturating_sub(window))
+                            .max(min_valid);
                         if d.append(s.t, s.v, min_ooo) == AppendOutcome::Appended {
                             replayed += 1;
                         }
@@ -231,7 +234,12 @@ impl Store {
                 metadata.insert(m.metric.clone(), m);
             }
         })?;
-        tracing::info!(blocks = blocks.len(), series = head.num_series(), samples = replayed, "store opened");
+        tracing::info!(
+            blocks = blocks.len(),
+            series = head.num_series(),
+            samples = replayed,
+            "store opened"
+        );
         Ok(Store {
             dir: dir.to_path_buf(),
             opts,
@@ -354,7 +362,10 @@ impl Store {
                 } else if s.t < min_t {
                     self.count_rejected(RejectReason::TooOld, 1);
                     report.reject(RejectReason::TooOld, 1, || {
-                        format!("sample of {} at {} is older than the retention period", series.labels, s.t)
+                        format!(
+                            "sample of {} at {} is older than the retention period",
+                            series.labels, s.t
+                        )
                     });
                 } else {
                     wal_samples.push(RefSample {
@@ -375,7 +386,10 @@ impl Store {
                 // Read under the series lock: a block cut raises it first and
                 // then takes this lock, so nothing slips behind a cut.
                 let min_valid = self.head.min_valid_t();
-                let min_ooo = d.max_t().map_or(i64::MIN, |m| m.saturating_sub(window)).max(min_valid);
+                let min_ooo = d
+                    .max_t()
+                    .map_or(i64::MIN, |m| m.saturating_sub(window))
+                    .max(min_valid);
                 match d.append(s.t, s.v, min_ooo) {
                     AppendOutcome::Appended => report.accepted += 1,
                     AppendOutcome::Duplicate => report.duplicates += 1,
@@ -402,17 +416,25 @@ impl Store {
                 }
             }
         }
-        self.stats.samples_appended.fetch_add(report.accepted, Ordering::Relaxed);
+        self.stats
+            .samples_appended
+            .fetch_add(report.accepted, Ordering::Relaxed);
         Ok(report)
     }
 
     fn count_rejected(&self, reason: RejectReason, n: u64) {
-        let i = RejectReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let i = RejectReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
         self.stats.rejected[i].fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn rejected_count(&self, reason: RejectReason) -> u64 {
-        let i = RejectReason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        let i = RejectReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
         self.stats.rejected[i].load(Ordering::Relaxed)
     }
 
@@ -438,7 +460,10 @@ impl Store {
         let mut merged: HashMap<Labels, Vec<Sample>> = HashMap::new();
         let mut sources: HashMap<Labels, u32> = HashMap::new();
         let blocks: Vec<Arc<Block>> = self.blocks.read().clone();
-        for b in blocks.iter().filter(|b| b.meta.max_t > mint && b.meta.min_t <= maxt) {
+        for b in blocks
+            .iter()
+            .filter(|b| b.meta.max_t > mint && b.meta.min_t <= maxt)
+        {
             for (labels, samples) in b.select(matchers, mint, maxt)? {
                 *sources.entry(labels.clone()).or_default() += 1;
                 merged.entry(labels).or_default().extend(samples);
@@ -472,7 +497,10 @@ impl Store {
         let mut out = BTreeSet::new();
         let blocks: Vec<Arc<Block>> = self.blocks.read().clone();
         for matchers in matcher_sets {
-            for b in blocks.iter().filter(|b| b.meta.max_t > mint && b.meta.min_t <= maxt) {
+            for b in blocks
+                .iter()
+                .filter(|b| b.meta.max_t > mint && b.meta.min_t <= maxt)
+            {
                 out.extend(b.series_labels(matchers));
             }
             for s in self.head.matching(matchers) {
@@ -496,10 +524,17 @@ impl Store {
         names.into_iter().collect()
     }
 
-    pub fn label_values(&self, name: &str, matcher_sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<String> {
+    pub fn label_values(
+        &self,
+        name: &str,
+        matcher_sets: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<String> {
         let mut values = BTreeSet::new();
         if matcher_sets.is_empty() {
-            let m = vec![Matcher::new(sonde_model::MatchOp::RegexMatch, name, ".+").unwrap_or_else(|_| Matcher::equal(name, ""))];
+            let m = vec![Matcher::new(sonde_model::MatchOp::RegexMatch, name, ".+")
+                .unwrap_or_else(|_| Matcher::equal(name, ""))];
             for labels in self.series(&[m], mint, maxt) {
                 if let Some(v) = labels.get(name) {
                     values.insert(v.to_string());
@@ -653,7 +688,11 @@ impl Store {
             .map(|b| {
                 let labels = b.series_labels_ref();
                 all_labels.extend(labels.iter().copied());
-                labels.into_iter().enumerate().map(|(i, l)| (l, i)).collect()
+                labels
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, l)| (l, i))
+                    .collect()
             })
             .collect();
         let mut w = BlockWriter::create(&self.dir.join("blocks"), start, end, level)?;
@@ -693,7 +732,8 @@ impl Store {
                 doomed.extend(blocks.iter().filter(|b| b.meta.max_t <= cutoff).cloned());
             }
             if self.opts.retention_bytes > 0 {
-                let mut total: u64 = blocks.iter().map(|b| b.bytes).sum::<u64>() + self.wal.size_bytes();
+                let mut total: u64 =
+                    blocks.iter().map(|b| b.bytes).sum::<u64>() + self.wal.size_bytes();
                 for b in blocks.iter() {
                     if total <= self.opts.retention_bytes {
                         break;
@@ -708,7 +748,9 @@ impl Store {
         if doomed.is_empty() {
             return Ok(());
         }
-        self.blocks.write().retain(|b| !doomed.iter().any(|d| Arc::ptr_eq(b, d)));
+        self.blocks
+            .write()
+            .retain(|b| !doomed.iter().any(|d| Arc::ptr_eq(b, d)));
         for b in doomed {
             tracing::info!(block = %b.dir.display(), "deleting block past retention");
             fs::remove_dir_all(&b.dir)?;
@@ -720,7 +762,10 @@ impl Store {
 /// A crash between writing a merged block and deleting its sources leaves
 /// both; the merged block wins and the sources are removed.
 fn drop_overlapped_sources(blocks: &mut Vec<Arc<Block>>) {
-    let merged: Vec<(i64, i64, u32)> = blocks.iter().map(|b| (b.meta.min_t, b.meta.max_t, b.meta.level)).collect();
+    let merged: Vec<(i64, i64, u32)> = blocks
+        .iter()
+        .map(|b| (b.meta.min_t, b.meta.max_t, b.meta.level))
+        .collect();
     blocks.retain(|b| {
         let covered = merged.iter().any(|&(min, max, level)| {
             level > b.meta.level && min <= b.meta.min_t && max >= b.meta.max_t

@@ -43,7 +43,10 @@ fn appended_samples_are_queryable_and_survive_restart() {
     {
         let store = Store::open(dir.path(), StoreOptions::default(), c.clone()).unwrap();
         let r = store
-            .append(&[series("cpu", "a", &[(NOW - 2000, 1.0), (NOW - 1000, 2.0)]), series("cpu", "b", &[(NOW, 3.0)])])
+            .append(&[
+                series("cpu", "a", &[(NOW - 2000, 1.0), (NOW - 1000, 2.0)]),
+                series("cpu", "b", &[(NOW, 3.0)]),
+            ])
             .unwrap();
         assert_eq!(r.accepted, 3);
         assert_eq!(all(&store, "cpu").len(), 2);
@@ -52,7 +55,19 @@ fn appended_samples_are_queryable_and_survive_restart() {
     let store = Store::open(dir.path(), StoreOptions::default(), c).unwrap();
     let got = all(&store, "cpu");
     assert_eq!(got.len(), 2);
-    assert_eq!(got[0].samples, vec![Sample { t: NOW - 2000, v: 1.0 }, Sample { t: NOW - 1000, v: 2.0 }]);
+    assert_eq!(
+        got[0].samples,
+        vec![
+            Sample {
+                t: NOW - 2000,
+                v: 1.0
+            },
+            Sample {
+                t: NOW - 1000,
+                v: 2.0
+            }
+        ]
+    );
     // Series refs continue after the replayed ones.
     store.append(&[series("cpu", "c", &[(NOW, 1.0)])]).unwrap();
     assert_eq!(all(&store, "cpu").len(), 3);
@@ -81,16 +96,33 @@ fn time_bounds_and_out_of_order_window() {
     };
     let store = Store::open(dir.path(), opts, clock(NOW)).unwrap();
     store.append(&[series("m", "a", &[(NOW, 1.0)])]).unwrap();
-    let r = store.append(&[series("m", "a", &[(NOW - 30_000, 2.0)])]).unwrap();
+    let r = store
+        .append(&[series("m", "a", &[(NOW - 30_000, 2.0)])])
+        .unwrap();
     assert_eq!(r.accepted, 1, "inside the out-of-order window");
-    let r = store.append(&[series("m", "a", &[(NOW - 120_000, 3.0)])]).unwrap();
+    let r = store
+        .append(&[series("m", "a", &[(NOW - 120_000, 3.0)])])
+        .unwrap();
     assert_eq!(r.first_error.unwrap().0, RejectReason::TooOld);
-    let r = store.append(&[series("m", "a", &[(NOW + 3600_000, 3.0)])]).unwrap();
+    let r = store
+        .append(&[series("m", "a", &[(NOW + 3_600_000, 3.0)])])
+        .unwrap();
     assert_eq!(r.first_error.unwrap().0, RejectReason::TooFarInFuture);
-    let r = store.append(&[series("m", "b", &[(NOW - 30 * 24 * HOUR, 3.0)])]).unwrap();
+    let r = store
+        .append(&[series("m", "b", &[(NOW - 30 * 24 * HOUR, 3.0)])])
+        .unwrap();
     assert_eq!(r.first_error.unwrap().0, RejectReason::TooOld);
     let got = all(&store, "m");
-    assert_eq!(got[0].samples, vec![Sample { t: NOW - 30_000, v: 2.0 }, Sample { t: NOW, v: 1.0 }]);
+    assert_eq!(
+        got[0].samples,
+        vec![
+            Sample {
+                t: NOW - 30_000,
+                v: 2.0
+            },
+            Sample { t: NOW, v: 1.0 }
+        ]
+    );
 }
 
 #[test]
@@ -103,8 +135,18 @@ fn limits_reject_new_series_but_existing_ones_keep_ingesting() {
         ..StoreOptions::default()
     };
     let store = Store::open(dir.path(), opts, clock(NOW)).unwrap();
-    store.append(&[series("a", "1", &[(NOW, 1.0)]), series("a", "2", &[(NOW, 1.0)])]).unwrap();
-    let r = store.append(&[series("a", "3", &[(NOW, 1.0)]), series("a", "1", &[(NOW + 1, 2.0)])]).unwrap();
+    store
+        .append(&[
+            series("a", "1", &[(NOW, 1.0)]),
+            series("a", "2", &[(NOW, 1.0)]),
+        ])
+        .unwrap();
+    let r = store
+        .append(&[
+            series("a", "3", &[(NOW, 1.0)]),
+            series("a", "1", &[(NOW + 1, 2.0)]),
+        ])
+        .unwrap();
     assert_eq!(r.accepted, 1);
     assert_eq!(r.first_error.as_ref().unwrap().0, RejectReason::SeriesLimit);
     assert!(r.first_error.unwrap().1.contains("maximum of 2 series"));
@@ -112,12 +154,18 @@ fn limits_reject_new_series_but_existing_ones_keep_ingesting() {
         labels: Labels::from_pairs([("__name__", "a"), ("x", "0123456789abc")]),
         samples: vec![Sample { t: NOW, v: 1.0 }],
     };
-    assert_eq!(store.append(&[long]).unwrap().first_error.unwrap().0, RejectReason::LabelValueTooLong);
+    assert_eq!(
+        store.append(&[long]).unwrap().first_error.unwrap().0,
+        RejectReason::LabelValueTooLong
+    );
     let many = Series {
         labels: Labels::from_pairs([("__name__", "a"), ("x", "1"), ("y", "1"), ("z", "1")]),
         samples: vec![Sample { t: NOW, v: 1.0 }],
     };
-    assert_eq!(store.append(&[many]).unwrap().first_error.unwrap().0, RejectReason::TooManyLabels);
+    assert_eq!(
+        store.append(&[many]).unwrap().first_error.unwrap().0,
+        RejectReason::TooManyLabels
+    );
     assert_eq!(store.rejected_count(RejectReason::SeriesLimit), 1);
     assert_eq!(store.num_series(), 2);
 }
@@ -138,7 +186,10 @@ fn head_is_cut_into_blocks_compacted_and_retained() {
         let mut written = 0i64;
         while t < NOW {
             written += 1;
-            let batch: Vec<Series> = ["a", "b"].iter().map(|h| series("load", h, &[(t, (t / 60_000 % 100) as f64)])).collect();
+            let batch: Vec<Series> = ["a", "b"]
+                .iter()
+                .map(|h| series("load", h, &[(t, (t / 60_000 % 100) as f64)]))
+                .collect();
             store.append(&batch).unwrap();
             t += 60_000;
             if t % (4 * HOUR) == 0 {
@@ -148,7 +199,10 @@ fn head_is_cut_into_blocks_compacted_and_retained() {
         store.maintain().unwrap();
         let blocks = store.blocks();
         assert!(blocks.len() >= 2, "{blocks:?}");
-        assert!(blocks.iter().any(|b| b.level > 1), "compaction merged some blocks: {blocks:?}");
+        assert!(
+            blocks.iter().any(|b| b.level > 1),
+            "compaction merged some blocks: {blocks:?}"
+        );
         let got = all(&store, "load");
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].samples.len() as i64, written);
@@ -164,7 +218,10 @@ fn head_is_cut_into_blocks_compacted_and_retained() {
     store.maintain().unwrap();
     let got = all(&store, "load");
     let oldest = got.first().map(|s| s.samples[0].t).unwrap_or(i64::MAX);
-    assert!(oldest >= NOW + 40 * HOUR - 48 * HOUR - 24 * HOUR, "oldest {oldest}");
+    assert!(
+        oldest >= NOW + 40 * HOUR - 48 * HOUR - 24 * HOUR,
+        "oldest {oldest}"
+    );
     assert!(got.is_empty() || (got[0].samples.len() as i64) < written);
 }
 
@@ -172,7 +229,9 @@ fn head_is_cut_into_blocks_compacted_and_retained() {
 fn flush_head_persists_everything_and_keeps_it_readable() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default(), clock(NOW)).unwrap();
-    let samples: Vec<(i64, f64)> = (0..1000).map(|i| (NOW - 5 * HOUR + i * 15_000, i as f64)).collect();
+    let samples: Vec<(i64, f64)> = (0..1000)
+        .map(|i| (NOW - 5 * HOUR + i * 15_000, i as f64))
+        .collect();
     store.append(&[series("x", "a", &samples)]).unwrap();
     store.flush_head().unwrap();
     assert_eq!(store.num_series(), 0);

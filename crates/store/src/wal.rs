@@ -144,7 +144,10 @@ impl Wal {
             if let Some(err) = err {
                 if i + 1 == seqs.len() {
                     tracing::warn!(path = %path.display(), valid, "cutting torn wal tail: {err}");
-                    OpenOptions::new().write(true).open(&path)?.set_len(valid as u64)?;
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&path)?
+                        .set_len(valid as u64)?;
                 } else {
                     tracing::error!(path = %path.display(), valid, "wal segment corrupt, skipping its rest: {err}");
                 }
@@ -485,13 +488,17 @@ mod tests {
         let wal = Wal::open(dir.path(), FsyncPolicy::Always, |_| {}).unwrap();
         let labels = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
         wal.log_series(7, &labels).unwrap();
-        wal.log_samples(&[s(7, 1000, 1.0), s(7, 900, -2.5)]).unwrap();
+        wal.log_samples(&[s(7, 1000, 1.0), s(7, 900, -2.5)])
+            .unwrap();
         drop(wal);
         let recs = replay(dir.path());
         assert_eq!(
             recs,
             vec![
-                Record::Series { series_ref: 7, labels },
+                Record::Series {
+                    series_ref: 7,
+                    labels
+                },
                 Record::Samples(vec![s(7, 1000, 1.0), s(7, 900, -2.5)]),
             ]
         );
@@ -506,7 +513,12 @@ mod tests {
         drop(wal);
         let seg = dir.path().join(segment_name(1));
         let len = fs::metadata(&seg).unwrap().len();
-        OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 3).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
         {
             let mut n = 0;
             let wal = Wal::open(dir.path(), FsyncPolicy::Never, |_| n += 1).unwrap();
@@ -515,7 +527,10 @@ mod tests {
         }
         assert_eq!(
             replay(dir.path()),
-            vec![Record::Samples(vec![s(1, 1, 1.0)]), Record::Samples(vec![s(1, 3, 3.0)])]
+            vec![
+                Record::Samples(vec![s(1, 1, 1.0)]),
+                Record::Samples(vec![s(1, 3, 3.0)])
+            ]
         );
     }
 
@@ -527,14 +542,18 @@ mod tests {
         let b = Labels::from_pairs([("__name__", "b")]);
         wal.log_series(1, &a).unwrap();
         wal.log_series(2, &b).unwrap();
-        wal.log_samples(&[s(1, 10, 1.0), s(1, 20, 2.0), s(2, 10, 3.0)]).unwrap();
+        wal.log_samples(&[s(1, 10, 1.0), s(1, 20, 2.0), s(2, 10, 3.0)])
+            .unwrap();
         wal.truncate(&|r| r == 1, 15).unwrap();
         wal.log_samples(&[s(1, 30, 4.0)]).unwrap();
         drop(wal);
         assert_eq!(
             replay(dir.path()),
             vec![
-                Record::Series { series_ref: 1, labels: a },
+                Record::Series {
+                    series_ref: 1,
+                    labels: a
+                },
                 Record::Samples(vec![s(1, 20, 2.0)]),
                 Record::Samples(vec![s(1, 30, 4.0)]),
             ]
