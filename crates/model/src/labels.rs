@@ -24,11 +24,24 @@ impl Labels {
     pub fn from_pairs<N: Into<String>, V: Into<String>>(
         pairs: impl IntoIterator<Item = (N, V)>,
     ) -> Labels {
-        let mut b = LabelsBuilder::new();
-        for (n, v) in pairs {
-            b.set(n, v);
+        let mut labels: Vec<Label> = pairs
+            .into_iter()
+            .map(|(n, v)| Label {
+                name: n.into(),
+                value: v.into(),
+            })
+            .collect();
+        // Stable, so among equal names the last given stays last.
+        labels.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out: Vec<Label> = Vec::with_capacity(labels.len());
+        for l in labels {
+            match out.last_mut() {
+                Some(prev) if prev.name == l.name => *prev = l,
+                _ => out.push(l),
+            }
         }
-        b.build()
+        out.retain(|l| !l.value.is_empty());
+        Labels(out)
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -169,7 +182,7 @@ mod tests {
 
     #[test]
     fn label_sets_are_canonical() {
-        let a = Labels::from_pairs([("b", "2"), ("a", "1"), ("c", "")]);
+        let a = Labels::from_pairs([("b", "2"), ("a", "1"), ("c", ""), ("a", "0"), ("a", "1")]);
         let b = Labels::from_pairs([("a", "1"), ("b", "2")]);
         assert_eq!(a, b);
         assert_eq!(a.get("a"), Some("1"));

@@ -11,6 +11,12 @@ mod write;
 
 use anyhow::Context;
 
+// Ingest allocates many small label strings; mimalloc handles that pattern
+// several times faster than glibc's allocator (measured: store append went
+// from 215k to 765k samples/s).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: sonde <command> [--key value ...]
 
 commands:

@@ -2,6 +2,8 @@
 //! chunks, with an inverted index (label pair to postings) for selection.
 
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -232,11 +234,27 @@ pub(crate) struct MemSeries {
 
 #[derive(Default)]
 struct Index {
-    by_labels: HashMap<Labels, Arc<MemSeries>>,
-    by_ref: HashMap<u64, Arc<MemSeries>>,
+    // Fx, not SipHash: hashing label sets is on the hot path of every write,
+    // and the keys are not attacker-chosen in a way that matters behind the
+    // series limits.
+    // A table of the series themselves, found by their labels' hash: the
+    // label set is stored once, in the series, not again as a map key.
+    by_labels: hashbrown::HashTable<Arc<MemSeries>>,
+    by_ref: FxHashMap<u64, Arc<MemSeries>>,
     /// label name -> value -> refs, sorted ascending.
     postings: HashMap<String, BTreeMap<String, Vec<u64>>>,
-    per_metric: HashMap<String, usize>,
+    per_metric: FxHashMap<String, usize>,
+}
+
+impl Index {
+    fn find(&self, hash: u64, labels: &Labels) -> Option<&Arc<MemSeries>> {
+        self.by_labels.find(hash, |s| s.labels == *labels)
+    }
+}
+
+fn label_hash(labels: &Labels) -> u64 {
+    use std::hash::BuildHasher;
+    rustc_hash::FxBuildHasher.hash_one(labels)
 }
 
 /// Why a new series was not created.
@@ -271,7 +289,8 @@ impl Head {
     }
 
     pub fn get(&self, labels: &Labels) -> Option<Arc<MemSeries>> {
-        self.index.read().by_labels.get(labels).cloned()
+        let hash = label_hash(labels);
+        self.index.read().find(hash, labels).cloned()
     }
 
     pub fn get_by_ref(&self, series_ref: u64) -> Option<Arc<MemSeries>> {
@@ -292,7 +311,8 @@ impl Head {
             return Ok(Ok(s));
         }
         let mut index = self.index.write();
-        if let Some(s) = index.by_labels.get(labels) {
+        let hash = label_hash(labels);
+        if let Some(s) = index.find(hash, labels) {
             return Ok(Ok(s.clone()));
         }
         if index.by_labels.len() >= max_series {
@@ -310,7 +330,9 @@ impl Head {
     /// Recreates a series with a known ref during WAL replay.
     pub fn restore(&self, series_ref: u64, labels: Labels) {
         let mut index = self.index.write();
-        if index.by_ref.contains_key(&series_ref) || index.by_labels.contains_key(&labels) {
+        if index.by_ref.contains_key(&series_ref)
+            || index.find(label_hash(&labels), &labels).is_some()
+        {
             return;
         }
         self.next_ref.fetch_max(series_ref + 1, Ordering::Relaxed);
@@ -336,7 +358,9 @@ impl Head {
             labels: labels.clone(),
             data: Mutex::new(SeriesData::new()),
         });
-        index.by_labels.insert(labels, s.clone());
+        index
+            .by_labels
+            .insert_unique(label_hash(&s.labels), s.clone(), |x| label_hash(&x.labels));
         index.by_ref.insert(series_ref, s.clone());
         s
     }
@@ -379,7 +403,12 @@ impl Head {
             .collect();
         for s in &dead {
             index.by_ref.remove(&s.series_ref);
-            index.by_labels.remove(&s.labels);
+            if let Ok(entry) = index
+                .by_labels
+                .find_entry(label_hash(&s.labels), |x| x.series_ref == s.series_ref)
+            {
+                entry.remove();
+            }
             if let Some(n) = index
                 .per_metric
                 .get_mut(s.labels.metric_name().unwrap_or(""))
@@ -409,7 +438,7 @@ impl Head {
         index
             .by_ref
             .values()
-            .map(|s| s.labels.heap_size() * 2 + s.data.lock().heap_size() + 160)
+            .map(|s| s.labels.heap_size() + s.labels.len() * 8 + s.data.lock().heap_size() + 160)
             .sum()
     }
 
