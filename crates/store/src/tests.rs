@@ -239,3 +239,36 @@ fn flush_head_persists_everything_and_keeps_it_readable() {
     assert_eq!(got[0].samples.len(), 1000);
     assert!(store.blocks_bytes() > 0);
 }
+
+#[test]
+fn size_retention_deletes_oldest_blocks_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        retention_ms: 0,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), opts.clone(), clock(NOW)).unwrap();
+    // Ten hours of a noisy series, persisted as blocks of two hours each.
+    let start = (NOW - 10 * HOUR) / (2 * HOUR) * (2 * HOUR);
+    let samples: Vec<(i64, f64)> = (0..(10 * 360)).map(|i| (start + i * 10_000, (i * 7919 % 1000) as f64 / 7.0)).collect();
+    store.append(&[series("noise", "a", &samples)]).unwrap();
+    store.flush_head().unwrap();
+    let blocks = store.blocks();
+    assert!(blocks.len() >= 2, "{blocks:?}");
+    let total = store.blocks_bytes();
+    drop(store);
+
+    // Reopen with a size limit that fits about half of the data.
+    let limited = StoreOptions {
+        retention_bytes: total / 2,
+        ..opts
+    };
+    let store = Store::open(dir.path(), limited, clock(NOW)).unwrap();
+    store.maintain().unwrap();
+    assert!(store.blocks_bytes() + store.wal_bytes() <= total / 2, "{} > {}", store.blocks_bytes(), total / 2);
+    let kept = all(&store, "noise");
+    let first = kept[0].samples[0].t;
+    let last = kept[0].samples.last().unwrap().t;
+    assert!(first > start, "the oldest data went first");
+    assert_eq!(last, samples.last().unwrap().0, "the newest data stayed");
+}
