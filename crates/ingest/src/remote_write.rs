@@ -5,7 +5,8 @@
 
 use prost::Message;
 use sonde_model::{
-    is_valid_label_name, is_valid_metric_name, Labels, MetricMetadata, MetricType, Sample, Series,
+    is_valid_label_name, is_valid_metric_name, MetricMetadata, MetricType, Sample, Series,
+    SeriesView,
 };
 
 use crate::{Error, MetricsBatch, Result};
@@ -56,65 +57,214 @@ pub struct Metadata {
     pub unit: String,
 }
 
-/// Decodes a snappy-compressed (block format) remote-write body.
-pub fn decode(body: &[u8]) -> Result<MetricsBatch> {
-    let raw = snap::raw::Decoder::new()
-        .decompress_vec(body)
-        .map_err(|e| Error::Snappy(e.to_string()))?;
-    decode_uncompressed(&raw)
+/// A decoded request whose label strings borrow the decompressed body.
+#[derive(Debug, Default, PartialEq)]
+pub struct WriteBatch<'a> {
+    pub series: Vec<SeriesView<'a>>,
+    pub metadata: Vec<MetricMetadata>,
 }
 
-pub fn decode_uncompressed(raw: &[u8]) -> Result<MetricsBatch> {
-    let req = WriteRequest::decode(raw).map_err(|e| Error::Protobuf(e.to_string()))?;
-    let mut batch = MetricsBatch {
-        series: Vec::with_capacity(req.timeseries.len()),
-        metadata: Vec::new(),
-    };
-    for ts in req.timeseries {
-        let mut name = None;
-        for (i, l) in ts.labels.iter().enumerate() {
-            if l.name == sonde_model::METRIC_NAME {
-                if !is_valid_metric_name(&l.value) {
-                    return Err(Error::InvalidMetricName(l.value.clone()));
-                }
-                name = Some(&l.value);
-            } else if !is_valid_label_name(&l.name) {
-                return Err(Error::InvalidLabelName(l.name.clone()));
-            }
-            if ts.labels[..i].iter().any(|p| p.name == l.name) {
-                return Err(Error::DuplicateLabel(l.name.clone()));
-            }
-        }
-        if name.is_none() {
-            return Err(Error::MissingMetricName);
-        }
-        let labels = Labels::from_pairs(ts.labels.into_iter().map(|l| (l.name, l.value)));
-        let samples = ts
-            .samples
-            .into_iter()
-            .map(|s| Sample {
-                t: s.timestamp,
-                v: s.value,
+/// Undoes the snappy (block format) compression of a remote-write body.
+pub fn decompress(body: &[u8]) -> Result<Vec<u8>> {
+    snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| Error::Snappy(e.to_string()))
+}
+
+/// Decodes a snappy-compressed body into owned series.
+pub fn decode(body: &[u8]) -> Result<MetricsBatch> {
+    let raw = decompress(body)?;
+    let batch = decode_views(&raw)?;
+    Ok(MetricsBatch {
+        series: batch
+            .series
+            .iter()
+            .map(|v| Series {
+                labels: v.to_labels(),
+                samples: v.samples.clone(),
             })
-            .collect();
-        batch.series.push(Series { labels, samples });
-    }
-    for m in req.metadata {
-        let kind = match m.r#type {
-            1 => MetricType::Counter,
-            2 => MetricType::Gauge,
-            3 => MetricType::Histogram,
-            5 => MetricType::Summary,
-            _ => MetricType::Unknown,
-        };
-        batch.metadata.push(MetricMetadata {
-            metric: m.metric_family_name,
-            kind,
-            help: m.help,
-            unit: m.unit,
-        });
+            .collect(),
+        metadata: batch.metadata,
+    })
+}
+
+/// Decodes an uncompressed `WriteRequest` without copying label strings.
+///
+/// Protobuf is parsed by hand here: this is the hottest path of a
+/// Prometheus-fed server, and borrowing the strings lets the store find an
+/// existing series without allocating anything.
+pub fn decode_views(raw: &[u8]) -> Result<WriteBatch<'_>> {
+    let mut batch = WriteBatch::default();
+    let mut r = Wire::new(raw);
+    while let Some((field, wire)) = r.key()? {
+        match (field, wire) {
+            (1, LEN) => batch.series.push(decode_series(r.bytes()?)?),
+            (3, LEN) => batch.metadata.push(decode_metadata(r.bytes()?)?),
+            _ => r.skip(wire)?,
+        }
     }
     Ok(batch)
+}
+
+fn decode_series(buf: &[u8]) -> Result<SeriesView<'_>> {
+    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(16);
+    let mut samples = Vec::new();
+    let mut r = Wire::new(buf);
+    while let Some((field, wire)) = r.key()? {
+        match (field, wire) {
+            (1, LEN) => {
+                let mut l = Wire::new(r.bytes()?);
+                let (mut name, mut value) = ("", "");
+                while let Some((f, w)) = l.key()? {
+                    match (f, w) {
+                        (1, LEN) => name = l.str()?,
+                        (2, LEN) => value = l.str()?,
+                        _ => l.skip(w)?,
+                    }
+                }
+                labels.push((name, value));
+            }
+            (2, LEN) => {
+                let mut p = Wire::new(r.bytes()?);
+                let mut sample = Sample { t: 0, v: 0.0 };
+                while let Some((f, w)) = p.key()? {
+                    match (f, w) {
+                        (1, I64) => sample.v = f64::from_bits(p.fixed64()?),
+                        (2, VARINT) => sample.t = p.varint()? as i64,
+                        _ => p.skip(w)?,
+                    }
+                }
+                samples.push(sample);
+            }
+            _ => r.skip(wire)?,
+        }
+    }
+    let mut has_name = false;
+    for (i, &(name, value)) in labels.iter().enumerate() {
+        if name == sonde_model::METRIC_NAME {
+            if !is_valid_metric_name(value) {
+                return Err(Error::InvalidMetricName(value.to_string()));
+            }
+            has_name = true;
+        } else if !is_valid_label_name(name) {
+            return Err(Error::InvalidLabelName(name.to_string()));
+        }
+        if labels[..i].iter().any(|p| p.0 == name) {
+            return Err(Error::DuplicateLabel(name.to_string()));
+        }
+    }
+    if !has_name {
+        return Err(Error::MissingMetricName);
+    }
+    Ok(SeriesView::new(labels, samples))
+}
+
+fn decode_metadata(buf: &[u8]) -> Result<MetricMetadata> {
+    let mut m = MetricMetadata {
+        metric: String::new(),
+        kind: MetricType::Unknown,
+        help: String::new(),
+        unit: String::new(),
+    };
+    let mut r = Wire::new(buf);
+    while let Some((field, wire)) = r.key()? {
+        match (field, wire) {
+            (1, VARINT) => {
+                m.kind = match r.varint()? {
+                    1 => MetricType::Counter,
+                    2 => MetricType::Gauge,
+                    3 => MetricType::Histogram,
+                    5 => MetricType::Summary,
+                    _ => MetricType::Unknown,
+                }
+            }
+            (2, LEN) => m.metric = r.str()?.to_string(),
+            (4, LEN) => m.help = r.str()?.to_string(),
+            (5, LEN) => m.unit = r.str()?.to_string(),
+            _ => r.skip(wire)?,
+        }
+    }
+    Ok(m)
+}
+
+const VARINT: u8 = 0;
+const I64: u8 = 1;
+const LEN: u8 = 2;
+const I32: u8 = 5;
+
+/// A bounds-checked protobuf wire-format reader.
+struct Wire<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+fn truncated() -> Error {
+    Error::Protobuf("message truncated or malformed".into())
+}
+
+impl<'a> Wire<'a> {
+    fn new(buf: &'a [u8]) -> Wire<'a> {
+        Wire { buf, pos: 0 }
+    }
+
+    fn varint(&mut self) -> Result<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self.buf.get(self.pos).ok_or_else(truncated)?;
+            self.pos += 1;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(Error::Protobuf("varint longer than 10 bytes".into()))
+    }
+
+    /// The next field number and wire type, or `None` at the end.
+    fn key(&mut self) -> Result<Option<(u64, u8)>> {
+        if self.pos >= self.buf.len() {
+            return Ok(None);
+        }
+        let k = self.varint()?;
+        let field = k >> 3;
+        if field == 0 {
+            return Err(Error::Protobuf("field number 0 is invalid".into()));
+        }
+        Ok(Some((field, (k & 7) as u8)))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8]> {
+        let len = usize::try_from(self.varint()?).map_err(|_| truncated())?;
+        let end = self.pos.checked_add(len).ok_or_else(truncated)?;
+        let b = self.buf.get(self.pos..end).ok_or_else(truncated)?;
+        self.pos = end;
+        Ok(b)
+    }
+
+    fn str(&mut self) -> Result<&'a str> {
+        std::str::from_utf8(self.bytes()?)
+            .map_err(|_| Error::Protobuf("string field is not valid UTF-8".into()))
+    }
+
+    fn fixed64(&mut self) -> Result<u64> {
+        let b = self.buf.get(self.pos..self.pos + 8).ok_or_else(truncated)?;
+        self.pos += 8;
+        Ok(u64::from_le_bytes(b.try_into().map_err(|_| truncated())?))
+    }
+
+    fn skip(&mut self, wire: u8) -> Result<()> {
+        match wire {
+            VARINT => self.varint().map(drop),
+            I64 => self.fixed64().map(drop),
+            LEN => self.bytes().map(drop),
+            I32 => {
+                self.buf.get(self.pos..self.pos + 4).ok_or_else(truncated)?;
+                self.pos += 4;
+                Ok(())
+            }
+            other => Err(Error::Protobuf(format!("unsupported wire type {other}"))),
+        }
+    }
 }
 
 /// Encodes a batch as a remote-write body (used by tests and the benchmark).
@@ -151,6 +301,61 @@ pub fn encode(series: &[Series]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sonde_model::Labels;
+
+    #[test]
+    fn hand_decoder_agrees_with_prost_on_every_field() {
+        let req = WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels: vec![
+                    Label {
+                        name: "job".into(),
+                        value: "x".into(),
+                    },
+                    Label {
+                        name: "__name__".into(),
+                        value: "up".into(),
+                    },
+                    Label {
+                        name: "empty".into(),
+                        value: "".into(),
+                    },
+                ],
+                samples: vec![
+                    PbSample {
+                        value: -1.5,
+                        timestamp: -7,
+                    },
+                    PbSample {
+                        value: 0.0,
+                        timestamp: 0,
+                    },
+                ],
+            }],
+            metadata: vec![Metadata {
+                r#type: 1,
+                metric_family_name: "up".into(),
+                help: "h".into(),
+                unit: "u".into(),
+            }],
+        };
+        let bytes = req.encode_to_vec();
+        let got = decode_views(&bytes).unwrap();
+        assert_eq!(got.series[0].labels, vec![("__name__", "up"), ("job", "x")]);
+        assert_eq!(
+            got.series[0].samples,
+            vec![Sample { t: -7, v: -1.5 }, Sample { t: 0, v: 0.0 }]
+        );
+        assert_eq!(got.metadata[0].kind, MetricType::Counter);
+        assert_eq!(
+            (got.metadata[0].help.as_str(), got.metadata[0].unit.as_str()),
+            ("h", "u")
+        );
+        // Every prefix of a valid message is either valid or a clean error.
+        for n in 0..bytes.len() {
+            let _ = decode_views(&bytes[..n]);
+        }
+    }
 
     #[test]
     fn roundtrip() {
@@ -189,7 +394,7 @@ mod tests {
                 }],
                 metadata: vec![],
             };
-            decode_uncompressed(&req.encode_to_vec())
+            decode_views(&req.encode_to_vec()).map(|b| b.series.len())
         };
         assert_eq!(
             bad(&[("__name__", "1bad")]),

@@ -7,6 +7,7 @@ mod labels;
 mod matcher;
 
 pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
+
 pub use matcher::{MatchOp, Matcher};
 
 /// Milliseconds since the Unix epoch: the Prometheus time unit, used for every
@@ -37,6 +38,49 @@ pub fn is_stale_nan(v: f64) -> bool {
 pub struct Series {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+}
+
+/// A series borrowed from a decode buffer: label pairs sorted by name with
+/// unique names and no empty values, and its samples. The write path takes
+/// this so that series already known cost no string allocation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesView<'a> {
+    pub labels: Vec<(&'a str, &'a str)>,
+    pub samples: Vec<Sample>,
+}
+
+impl<'a> SeriesView<'a> {
+    /// Sorts and deduplicates pairs as [`Labels::from_pairs`] does.
+    pub fn new(mut labels: Vec<(&'a str, &'a str)>, samples: Vec<Sample>) -> SeriesView<'a> {
+        labels.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out: Vec<(&str, &str)> = Vec::with_capacity(labels.len());
+        for l in labels {
+            match out.last_mut() {
+                Some(prev) if prev.0 == l.0 => *prev = l,
+                _ => out.push(l),
+            }
+        }
+        out.retain(|l| !l.1.is_empty());
+        SeriesView {
+            labels: out,
+            samples,
+        }
+    }
+
+    pub fn of(series: &'a Series) -> SeriesView<'a> {
+        SeriesView {
+            labels: series
+                .labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str()))
+                .collect(),
+            samples: series.samples.clone(),
+        }
+    }
+
+    pub fn to_labels(&self) -> Labels {
+        Labels::from_pairs(self.labels.iter().copied())
+    }
 }
 
 /// The type of a metric family, as the Prometheus metadata API reports it.

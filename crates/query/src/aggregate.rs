@@ -12,7 +12,7 @@ use sonde_model::{Labels, METRIC_NAME};
 
 use crate::engine::Evaluator;
 use crate::over_time::{kahan_inc, quantile};
-use crate::value::{exec_err, format_value, Elem, Result, StepValue};
+use crate::value::{exec_err, format_value, Elem, Fnv, Result, StepValue};
 
 /// `by`/`without` grouping of an aggregation.
 struct Grouping<'g> {
@@ -21,8 +21,8 @@ struct Grouping<'g> {
 }
 
 impl Grouping<'_> {
-    fn key(&self, labels: &Labels) -> String {
-        let mut key = String::new();
+    fn key(&self, labels: &Labels) -> u64 {
+        let mut key = Fnv::new();
         for l in labels.iter() {
             let included = if self.without {
                 l.name != METRIC_NAME && !self.names.contains(&l.name.as_str())
@@ -30,13 +30,10 @@ impl Grouping<'_> {
                 self.names.contains(&l.name.as_str())
             };
             if included {
-                key.push_str(&l.name);
-                key.push('\u{ff}');
-                key.push_str(&l.value);
-                key.push('\u{ff}');
+                key.label(&l.name, &l.value);
             }
         }
-        key
+        key.finish()
     }
 
     fn labels(&self, labels: &Labels) -> Labels {
@@ -108,7 +105,7 @@ struct Group {
 }
 
 fn aggregate(op: u16, input: Vec<Elem>, g: &Grouping<'_>, q: f64, ts: i64) -> Result<Vec<Elem>> {
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut index: HashMap<u64, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     for el in &input {
         let key = g.key(&el.labels);
@@ -231,7 +228,7 @@ fn count_values(input: Vec<Elem>, g: &Grouping<'_>, label: &str, ts: i64) -> Res
         without: g.without,
         names,
     };
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut index: HashMap<u64, usize> = HashMap::new();
     let mut groups: Vec<(Labels, f64)> = Vec::new();
     for el in input {
         let mut b = Labels::clone(&el.labels).into_builder();
@@ -357,7 +354,7 @@ fn aggregate_k(
         }
     }
 
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut index: HashMap<u64, usize> = HashMap::new();
     let mut groups: Vec<Vec<Elem>> = Vec::new();
     let mut top: Vec<Heap> = Vec::new();
     for mut el in input {

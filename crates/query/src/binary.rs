@@ -12,8 +12,8 @@ use promql_parser::parser::token::{
 use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
 use sonde_model::{Labels, LabelsBuilder, METRIC_NAME};
 
-use crate::engine::Evaluator;
-use crate::value::{exec_err, Elem, Result, StepValue};
+use crate::engine::{key, Evaluator};
+use crate::value::{exec_err, labels_fnv, Elem, Fnv, Result, StepValue};
 
 pub(crate) fn eval_binary(ev: &Evaluator<'_>, b: &BinaryExpr, ts: i64) -> Result<StepValue> {
     let op = b.op.id();
@@ -39,7 +39,7 @@ pub(crate) fn eval_binary(ev: &Evaluator<'_>, b: &BinaryExpr, ts: i64) -> Result
         }
         (StepValue::Vector(l), StepValue::Vector(r)) => match op {
             T_LAND | T_LOR | T_LUNLESS => Ok(StepValue::Vector(set_op(op, l, r, modifier, ts))),
-            _ => vector_vector(op, l, r, modifier, ts).map(StepValue::Vector),
+            _ => vector_vector(ev, b, op, l, r, modifier, ts).map(StepValue::Vector),
         },
         (l, r) => exec_err(format!(
             "binary expression must contain only scalar and instant vector types, got {} and {}",
@@ -143,27 +143,21 @@ impl<'m> Matching<'m> {
 
     /// The join key: the `on` labels, or every label except the ignored
     /// ones and the metric name.
-    fn signature(&self, labels: &Labels) -> String {
-        let mut sig = String::new();
+    fn signature(&self, labels: &Labels) -> u64 {
+        let mut sig = Fnv::new();
         if self.on {
             for n in &self.names {
-                sig.push_str(n);
-                sig.push('\u{ff}');
-                sig.push_str(labels.get(n).unwrap_or(""));
-                sig.push('\u{ff}');
+                sig.label(n, labels.get(n).unwrap_or(""));
             }
         } else {
             for l in labels.iter() {
                 if l.name == METRIC_NAME || self.names.contains(&l.name.as_str()) {
                     continue;
                 }
-                sig.push_str(&l.name);
-                sig.push('\u{ff}');
-                sig.push_str(&l.value);
-                sig.push('\u{ff}');
+                sig.label(&l.name, &l.value);
             }
         }
-        sig
+        sig.finish()
     }
 
     /// The labels that took part in matching, for error messages.
@@ -191,7 +185,7 @@ fn set_op(
             if lhs.is_empty() || rhs.is_empty() {
                 return Vec::new();
             }
-            let right: HashSet<String> = rhs.iter().map(|e| m.signature(&e.labels)).collect();
+            let right: HashSet<u64> = rhs.iter().map(|e| m.signature(&e.labels)).collect();
             lhs.into_iter()
                 .filter(|e| right.contains(&m.signature(&e.labels)))
                 .collect::<Vec<_>>()
@@ -202,7 +196,7 @@ fn set_op(
             } else if rhs.is_empty() {
                 lhs
             } else {
-                let left: HashSet<String> = lhs.iter().map(|e| m.signature(&e.labels)).collect();
+                let left: HashSet<u64> = lhs.iter().map(|e| m.signature(&e.labels)).collect();
                 let mut out = lhs;
                 out.extend(
                     rhs.into_iter()
@@ -215,7 +209,7 @@ fn set_op(
             if lhs.is_empty() || rhs.is_empty() {
                 lhs
             } else {
-                let right: HashSet<String> = rhs.iter().map(|e| m.signature(&e.labels)).collect();
+                let right: HashSet<u64> = rhs.iter().map(|e| m.signature(&e.labels)).collect();
                 lhs.into_iter()
                     .filter(|e| !right.contains(&m.signature(&e.labels)))
                     .collect()
@@ -238,6 +232,8 @@ pub(crate) fn prom_labels_string(l: &Labels) -> String {
 }
 
 fn vector_vector(
+    ev: &Evaluator<'_>,
+    node: &BinaryExpr,
     op: TokenId,
     lhs: Vec<Elem>,
     rhs: Vec<Elem>,
@@ -259,7 +255,7 @@ fn vector_vector(
     // them back when computing values.
     let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
 
-    let mut one_by_sig: HashMap<String, &Elem> = HashMap::with_capacity(one.len());
+    let mut one_by_sig: HashMap<u64, &Elem> = HashMap::with_capacity(one.len());
     for r in &one {
         let sig = m.signature(&r.labels);
         if let Some(dup) = one_by_sig.get(&sig) {
@@ -282,7 +278,7 @@ fn vector_vector(
     }
 
     let return_bool = modifier.return_bool;
-    let mut matched: HashMap<String, HashSet<Labels>> = HashMap::new();
+    let mut matched: HashMap<u64, HashSet<u64>> = HashMap::new();
     let mut out = Vec::new();
     for l in &many {
         let sig = m.signature(&l.labels);
@@ -294,7 +290,34 @@ fn vector_vector(
         if return_bool {
             v = if keep { 1.0 } else { 0.0 };
         }
-        let metric = result_metric(&l.labels, &r.labels, op, &m, card_one_to_one, &include);
+        let cache_key = (
+            key(node),
+            Arc::as_ptr(&l.labels) as usize,
+            Arc::as_ptr(&r.labels) as usize,
+        );
+        let cached = ev.match_cache.borrow().get(&cache_key).map(|e| e.2.clone());
+        let metric = match cached {
+            Some(m) => m,
+            None => {
+                let metric = Arc::new(result_metric(
+                    &l.labels,
+                    &r.labels,
+                    op,
+                    &m,
+                    card_one_to_one,
+                    &include,
+                ));
+                // Only label sets that outlive this step (loaded series) can
+                // recur at the next one.
+                if Arc::strong_count(&l.labels) > 1 && Arc::strong_count(&r.labels) > 1 {
+                    ev.match_cache.borrow_mut().insert(
+                        cache_key,
+                        (l.labels.clone(), r.labels.clone(), metric.clone()),
+                    );
+                }
+                metric
+            }
+        };
         match matched.get_mut(&sig) {
             Some(_) if card_one_to_one => {
                 return exec_err(
@@ -302,7 +325,7 @@ fn vector_vector(
                 );
             }
             Some(set) => {
-                if !set.insert(metric.clone()) {
+                if !set.insert(labels_fnv(&metric)) {
                     return exec_err(
                         "multiple matches for labels: grouping labels must ensure unique matches",
                     );
@@ -311,7 +334,7 @@ fn vector_vector(
             None => {
                 let mut set = HashSet::new();
                 if !card_one_to_one {
-                    set.insert(metric.clone());
+                    set.insert(labels_fnv(&metric));
                 }
                 matched.insert(sig, set);
             }
@@ -323,7 +346,7 @@ fn vector_vector(
         // so `rate(x[5m]) > 0` loses the name just like `rate(x[5m])`.
         let drop_name = return_bool || (!changes_metric_schema(op) && l.drop_name);
         out.push(Elem {
-            labels: Arc::new(metric),
+            labels: metric,
             t: ts,
             v,
             drop_name,

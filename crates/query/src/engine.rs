@@ -10,7 +10,7 @@
 //! computed once over the union of their windows and sliced per step.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -152,27 +152,20 @@ impl Engine {
             }
         }
         let ev = Evaluator::prepare(&self.opts, storage, &expr, start_ms, end_ms, step_ms)?;
-        let mut out: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        let mut out = RangeOutput::default();
         let mut points = 0usize;
         let mut ts = start_ms;
         while ts <= end_ms {
             ev.check_deadline()?;
             match ev.eval(&expr, ts)? {
                 StepValue::Scalar(v) => {
-                    out.entry(Labels::empty())
-                        .or_default()
-                        .push(Sample { t: ts, v });
+                    out.push(&Arc::new(Labels::empty()), false, Sample { t: ts, v })?;
                     points += 1;
                 }
                 StepValue::Vector(vec) => {
-                    let labels: Vec<Labels> = vec
-                        .iter()
-                        .map(|e| finish_labels(&e.labels, e.drop_name))
-                        .collect();
-                    check_unique(labels.iter())?;
                     points += vec.len();
-                    for (l, e) in labels.into_iter().zip(vec) {
-                        out.entry(l).or_default().push(Sample { t: ts, v: e.v });
+                    for e in &vec {
+                        out.push(&e.labels, e.drop_name, Sample { t: ts, v: e.v })?;
                     }
                 }
                 other => {
@@ -190,11 +183,65 @@ impl Engine {
             };
             ts = next;
         }
-        Ok(Value::Matrix(
-            out.into_iter()
-                .map(|(labels, samples)| Series { labels, samples })
-                .collect(),
-        ))
+        Ok(Value::Matrix(out.finish()))
+    }
+}
+
+/// Collects a range query's per-step vectors into series.
+#[derive(Default)]
+struct RangeOutput {
+    series: Vec<(Series, i64)>,
+    by_labels: HashMap<Labels, usize>,
+    /// Most elements carry the same `Arc` (from the loaded data) at every
+    /// step; remembering it skips rebuilding and hashing their labels. The
+    /// key holds the `Arc`, so its address cannot be reused meanwhile.
+    by_arc: HashMap<(usize, bool), (Arc<Labels>, usize)>,
+}
+
+impl RangeOutput {
+    fn push(&mut self, labels: &Arc<Labels>, drop_name: bool, s: Sample) -> Result<()> {
+        let key = (Arc::as_ptr(labels) as usize, drop_name);
+        let idx = match self.by_arc.get(&key) {
+            Some((_, i)) => *i,
+            None => {
+                let finished = finish_labels(labels, drop_name);
+                let i = match self.by_labels.get(&finished) {
+                    Some(&i) => i,
+                    None => {
+                        self.series.push((
+                            Series {
+                                labels: finished.clone(),
+                                samples: Vec::new(),
+                            },
+                            i64::MIN,
+                        ));
+                        self.by_labels.insert(finished, self.series.len() - 1);
+                        self.series.len() - 1
+                    }
+                };
+                // Elements built fresh at this step are not worth remembering.
+                if Arc::strong_count(labels) > 1 {
+                    self.by_arc.insert(key, (labels.clone(), i));
+                }
+                i
+            }
+        };
+        let Some((series, last_t)) = self.series.get_mut(idx) else {
+            return exec_err("internal error: lost output series");
+        };
+        // Two elements with the same final labels at one step.
+        if *last_t == s.t {
+            return exec_err("vector cannot contain metrics with the same labelset");
+        }
+        *last_t = s.t;
+        series.samples.push(s);
+        Ok(())
+    }
+
+    fn finish(self) -> Vec<Series> {
+        let mut out: Vec<Series> = self.series.into_iter().map(|(s, _)| s).collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        out
     }
 }
 
@@ -318,11 +365,17 @@ pub(crate) struct Evaluator<'a> {
     /// Per subquery node: the span of evaluation times it will be asked for.
     subquery_spans: HashMap<usize, (i64, i64)>,
     subquery_cache: RefCell<HashMap<usize, Rc<Vec<RangeSeries>>>>,
+    /// Result labels of vector matching per (operator node, left, right)
+    /// label sets, so steps reuse them instead of rebuilding them. Keys are
+    /// `Arc` addresses; the entry holds those `Arc`s so they stay unique.
+    pub match_cache: RefCell<HashMap<(usize, usize, usize), MatchCacheEntry>>,
     /// Samples loaded or materialised so far, for `max_samples`.
     pub loaded: Cell<usize>,
 }
 
-fn key<T>(node: &T) -> usize {
+pub(crate) type MatchCacheEntry = (Arc<Labels>, Arc<Labels>, Arc<Labels>);
+
+pub(crate) fn key<T>(node: &T) -> usize {
     node as *const T as usize
 }
 
@@ -443,6 +496,7 @@ impl<'a> Evaluator<'a> {
             data,
             subquery_spans: planner.subqueries,
             subquery_cache: RefCell::new(HashMap::new()),
+            match_cache: RefCell::new(HashMap::new()),
             loaded: Cell::new(loaded),
         })
     }

@@ -61,6 +61,33 @@ fn finish(
     resp
 }
 
+/// Decodes and stores on a blocking thread: the decoded series borrow the
+/// decompressed body, so both live in that one closure.
+async fn store_remote_write(state: &AppState, body: Vec<u8>) -> Result<AppendReport, RequestError> {
+    let store = state.store.clone();
+    let limit = state.config.max_request_bytes.saturating_mul(8);
+    let report = tokio::task::spawn_blocking(move || {
+        use sonde_ingest::remote_write::{decode_views, decompress};
+        let bad = |e: sonde_ingest::Error| RequestError::BadRequest(e.to_string());
+        let raw = decompress(&body).map_err(bad)?;
+        if raw.len() > limit {
+            return Err(RequestError::TooLarge(limit));
+        }
+        let batch = decode_views(&raw).map_err(bad)?;
+        let persist = |e: sonde_store::Error| {
+            RequestError::Internal(format!("cannot persist the write: {e}"))
+        };
+        for m in batch.metadata {
+            store.set_metadata(m).map_err(persist)?;
+        }
+        store.append_views(&batch.series).map_err(persist)
+    })
+    .await
+    .map_err(|e| RequestError::Internal(format!("write task failed: {e}")))??;
+    state.metrics.samples("remote_write", report.accepted);
+    Ok(report)
+}
+
 pub async fn remote_write(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -78,10 +105,8 @@ pub async fn remote_write(
             )));
         }
         // Remote write bodies are snappy-compressed by the protocol itself.
-        let raw = read_body(&headers, body, state.config.max_request_bytes).await?;
-        let batch = sonde_ingest::remote_write::decode(&raw)
-            .map_err(|e| RequestError::BadRequest(e.to_string()))?;
-        let report = store_batch(&state, "remote_write", batch).await?;
+        let body = read_body(&headers, body, state.config.max_request_bytes).await?;
+        let report = store_remote_write(&state, body).await?;
         match report.first_error {
             // Prometheus drops a batch answered with 400 instead of retrying
             // it, which is right: resending cannot fix these samples.

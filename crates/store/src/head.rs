@@ -250,11 +250,33 @@ impl Index {
     fn find(&self, hash: u64, labels: &Labels) -> Option<&Arc<MemSeries>> {
         self.by_labels.find(hash, |s| s.labels == *labels)
     }
+
+    fn find_pairs(&self, hash: u64, pairs: &[(&str, &str)]) -> Option<&Arc<MemSeries>> {
+        self.by_labels.find(hash, |s| {
+            s.labels.len() == pairs.len()
+                && s.labels
+                    .iter()
+                    .zip(pairs)
+                    .all(|(l, p)| l.name == p.0 && l.value == p.1)
+        })
+    }
+}
+
+/// One hash for owned and borrowed label sets alike.
+fn pairs_hash<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    for (n, v) in pairs {
+        h.write(n.as_bytes());
+        h.write_u8(0xff);
+        h.write(v.as_bytes());
+        h.write_u8(0xfe);
+    }
+    h.finish()
 }
 
 fn label_hash(labels: &Labels) -> u64 {
-    use std::hash::BuildHasher;
-    rustc_hash::FxBuildHasher.hash_one(labels)
+    pairs_hash(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
 }
 
 /// Why a new series was not created.
@@ -288,43 +310,43 @@ impl Head {
         self.min_valid_t.fetch_max(t, Ordering::AcqRel);
     }
 
-    pub fn get(&self, labels: &Labels) -> Option<Arc<MemSeries>> {
-        let hash = label_hash(labels);
-        self.index.read().find(hash, labels).cloned()
-    }
-
     pub fn get_by_ref(&self, series_ref: u64) -> Option<Arc<MemSeries>> {
         self.index.read().by_ref.get(&series_ref).cloned()
     }
 
-    /// Creates a series (or returns the existing one), enforcing the limits.
+    /// Finds or creates the series with these label pairs (sorted, unique),
+    /// enforcing the limits; an existing series costs no allocation.
     /// `on_create` runs under the index lock, so a series is logged to the
     /// WAL before any sample that refers to it can be.
     pub fn get_or_create(
         &self,
-        labels: &Labels,
+        pairs: &[(&str, &str)],
         max_series: usize,
         max_per_metric: usize,
         on_create: impl FnOnce(u64, &Labels) -> crate::Result<()>,
     ) -> crate::Result<Result<Arc<MemSeries>, SeriesLimit>> {
-        if let Some(s) = self.get(labels) {
-            return Ok(Ok(s));
+        let hash = pairs_hash(pairs.iter().copied());
+        if let Some(s) = self.index.read().find_pairs(hash, pairs) {
+            return Ok(Ok(s.clone()));
         }
         let mut index = self.index.write();
-        let hash = label_hash(labels);
-        if let Some(s) = index.find(hash, labels) {
+        if let Some(s) = index.find_pairs(hash, pairs) {
             return Ok(Ok(s.clone()));
         }
         if index.by_labels.len() >= max_series {
             return Ok(Err(SeriesLimit::Total));
         }
-        let metric = labels.metric_name().unwrap_or("");
+        let metric = pairs
+            .iter()
+            .find(|p| p.0 == METRIC_NAME)
+            .map_or("", |p| p.1);
         if index.per_metric.get(metric).copied().unwrap_or(0) >= max_per_metric {
             return Ok(Err(SeriesLimit::PerMetric));
         }
+        let labels = Labels::from_pairs(pairs.iter().copied());
         let series_ref = self.next_ref.fetch_add(1, Ordering::Relaxed);
-        on_create(series_ref, labels)?;
-        Ok(Ok(Self::insert(&mut index, series_ref, labels.clone())))
+        on_create(series_ref, &labels)?;
+        Ok(Ok(Self::insert(&mut index, series_ref, labels)))
     }
 
     /// Recreates a series with a known ref during WAL replay.
@@ -567,10 +589,16 @@ mod tests {
         let mk = |job: &str, inst: &str| {
             Labels::from_pairs([("__name__", "up"), ("job", job), ("instance", inst)])
         };
-        for (j, i) in [("api", "a"), ("api", "b"), ("web", "a")] {
-            head.get_or_create(&mk(j, i), 100, 100, |_, _| Ok(()))
+        let create = |l: &Labels, max_series, max_per_metric| {
+            let pairs: Vec<(&str, &str)> = l
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str()))
+                .collect();
+            head.get_or_create(&pairs, max_series, max_per_metric, |_, _| Ok(()))
                 .unwrap()
-                .unwrap();
+        };
+        for (j, i) in [("api", "a"), ("api", "b"), ("web", "a")] {
+            create(&mk(j, i), 100, 100).unwrap();
         }
         let sel = |ms: Vec<Matcher>| {
             let mut v: Vec<String> = head
@@ -601,16 +629,14 @@ mod tests {
         );
         assert_eq!(sel(vec![Matcher::equal("job", "nope")]).len(), 0);
         assert_eq!(
-            head.get_or_create(&mk("x", "y"), 3, 100, |_, _| Ok(()))
-                .unwrap()
-                .err(),
+            create(&mk("x", "y"), 3, 100).err(),
             Some(SeriesLimit::Total)
         );
         assert_eq!(
-            head.get_or_create(&mk("x", "y"), 100, 3, |_, _| Ok(()))
-                .unwrap()
-                .err(),
+            create(&mk("x", "y"), 100, 3).err(),
             Some(SeriesLimit::PerMetric)
         );
+        let existing = create(&mk("api", "a"), 3, 3).ok().map(|s| s.series_ref);
+        assert_eq!(existing, Some(1), "existing series are found, not limited");
     }
 }

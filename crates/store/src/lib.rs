@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use sonde_model::{Clock, Labels, Matcher, MetricMetadata, Sample, Series};
+use sonde_model::{Clock, Labels, Matcher, MetricMetadata, Sample, Series, SeriesView};
 
 pub use block::BlockMeta;
 pub use chunk::{ChunkEncoder, ChunkIter};
@@ -257,36 +257,37 @@ impl Store {
         &self.opts
     }
 
-    fn check_labels(&self, labels: &Labels) -> Option<(RejectReason, String)> {
-        if labels.len() > self.opts.max_labels_per_series {
+    fn check_labels(&self, series: &SeriesView<'_>) -> Option<(RejectReason, String)> {
+        if series.labels.len() > self.opts.max_labels_per_series {
             return Some((
                 RejectReason::TooManyLabels,
                 format!(
-                    "series {labels} has {} labels, more than the limit of {}",
-                    labels.len(),
+                    "series {} has {} labels, more than the limit of {}",
+                    series.to_labels(),
+                    series.labels.len(),
                     self.opts.max_labels_per_series
                 ),
             ));
         }
-        for l in labels.iter() {
-            if l.name.len() > self.opts.max_label_name_len {
+        for &(name, value) in &series.labels {
+            if name.len() > self.opts.max_label_name_len {
                 return Some((
                     RejectReason::LabelNameTooLong,
                     format!(
                         "label name {:?} is {} bytes long, more than the limit of {}",
-                        truncate(&l.name, 64),
-                        l.name.len(),
+                        truncate(name, 64),
+                        name.len(),
                         self.opts.max_label_name_len
                     ),
                 ));
             }
-            if l.value.len() > self.opts.max_label_value_len {
+            if value.len() > self.opts.max_label_value_len {
                 return Some((
                     RejectReason::LabelValueTooLong,
                     format!(
                         "value of label {:?} is {} bytes long, more than the limit of {}",
-                        l.name,
-                        l.value.len(),
+                        name,
+                        value.len(),
                         self.opts.max_label_value_len
                     ),
                 ));
@@ -297,6 +298,12 @@ impl Store {
 
     /// Stores a batch; returns once it is in the WAL and the head.
     pub fn append(&self, batch: &[Series]) -> Result<AppendReport> {
+        let views: Vec<SeriesView<'_>> = batch.iter().map(SeriesView::of).collect();
+        self.append_views(&views)
+    }
+
+    /// [`Store::append`] for series borrowed from a decode buffer.
+    pub fn append_views(&self, batch: &[SeriesView<'_>]) -> Result<AppendReport> {
         let mut report = AppendReport::default();
         let now = self.clock.now_ms();
         let max_t = now.saturating_add(self.opts.future_tolerance_ms);
@@ -312,7 +319,7 @@ impl Store {
                 continue;
             }
             let n = series.samples.len() as u64;
-            if let Some((reason, msg)) = self.check_labels(&series.labels) {
+            if let Some((reason, msg)) = self.check_labels(series) {
                 self.count_rejected(reason, n);
                 report.reject(reason, n, || msg);
                 continue;
@@ -331,14 +338,16 @@ impl Store {
                             RejectReason::SeriesLimit,
                             format!(
                                 "new series {} rejected: the store holds the maximum of {} series",
-                                series.labels, self.opts.max_series
+                                series.to_labels(),
+                                self.opts.max_series
                             ),
                         ),
                         SeriesLimit::PerMetric => (
                             RejectReason::SeriesPerMetricLimit,
                             format!(
                                 "new series {} rejected: metric has the maximum of {} series",
-                                series.labels, self.opts.max_series_per_metric
+                                series.to_labels(),
+                                self.opts.max_series_per_metric
                             ),
                         ),
                     };
@@ -354,7 +363,7 @@ impl Store {
                     report.reject(RejectReason::TooFarInFuture, 1, || {
                         format!(
                             "sample of {} at {} is more than {}s ahead of the server clock",
-                            series.labels,
+                            mem.labels,
                             s.t,
                             self.opts.future_tolerance_ms / 1000
                         )
@@ -364,7 +373,7 @@ impl Store {
                     report.reject(RejectReason::TooOld, 1, || {
                         format!(
                             "sample of {} at {} is older than the retention period",
-                            series.labels, s.t
+                            mem.labels, s.t
                         )
                     });
                 } else {

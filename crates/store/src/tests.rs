@@ -250,7 +250,9 @@ fn size_retention_deletes_oldest_blocks_first() {
     let store = Store::open(dir.path(), opts.clone(), clock(NOW)).unwrap();
     // Ten hours of a noisy series, persisted as blocks of two hours each.
     let start = (NOW - 10 * HOUR) / (2 * HOUR) * (2 * HOUR);
-    let samples: Vec<(i64, f64)> = (0..(10 * 360)).map(|i| (start + i * 10_000, (i * 7919 % 1000) as f64 / 7.0)).collect();
+    let samples: Vec<(i64, f64)> = (0..(10 * 360))
+        .map(|i| (start + i * 10_000, (i * 7919 % 1000) as f64 / 7.0))
+        .collect();
     store.append(&[series("noise", "a", &samples)]).unwrap();
     store.flush_head().unwrap();
     let blocks = store.blocks();
@@ -265,7 +267,12 @@ fn size_retention_deletes_oldest_blocks_first() {
     };
     let store = Store::open(dir.path(), limited, clock(NOW)).unwrap();
     store.maintain().unwrap();
-    assert!(store.blocks_bytes() + store.wal_bytes() <= total / 2, "{} > {}", store.blocks_bytes(), total / 2);
+    assert!(
+        store.blocks_bytes() + store.wal_bytes() <= total / 2,
+        "{} > {}",
+        store.blocks_bytes(),
+        total / 2
+    );
     let kept = all(&store, "noise");
     let first = kept[0].samples[0].t;
     let last = kept[0].samples.last().unwrap().t;

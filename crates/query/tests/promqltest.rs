@@ -1,0 +1,893 @@
+//! Runs Prometheus's own PromQL conformance scripts (`promqltest`, see
+//! `DSL.md` next to them) against our engine.
+//!
+//! Cases that do not pass yet are listed, with a reason, in
+//! `promqltest-known-failures.txt`. The test fails when an unlisted case
+//! fails, and also when a listed case passes, so the list only shrinks.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use sonde_model::{stale_nan, Labels, LabelsBuilder, Matcher, Sample, Series};
+use sonde_query::{Engine, EngineOptions, Queryable, Value};
+
+const FILES: &[&str] = &[
+    "aggregators",
+    "at_modifier",
+    "collision",
+    "functions",
+    "histograms",
+    "limit",
+    "literals",
+    "name_label_dropping",
+    "operators",
+    "range_queries",
+    "selectors",
+    "staleness",
+    "subquery",
+    "trig_functions",
+];
+
+/// Float comparison as in Prometheus's promqltest (`almostEqual`).
+const EPSILON: f64 = 1e-6;
+const MIN_NORMAL: f64 = 2.2250738585072014e-308;
+
+#[derive(Default)]
+struct MemStorage {
+    series: Vec<Series>,
+    index: HashMap<Labels, usize>,
+}
+
+impl MemStorage {
+    fn add(&mut self, labels: Labels, samples: Vec<Sample>) {
+        let i = match self.index.get(&labels) {
+            Some(&i) => i,
+            None => {
+                self.series.push(Series {
+                    labels: labels.clone(),
+                    samples: Vec::new(),
+                });
+                self.index.insert(labels, self.series.len() - 1);
+                self.series.len() - 1
+            }
+        };
+        let s = &mut self.series[i];
+        // A later sample for the same timestamp replaces the earlier one.
+        s.samples.extend(samples);
+        s.samples.reverse();
+        s.samples.sort_by_key(|p| p.t);
+        s.samples.dedup_by_key(|p| p.t);
+    }
+}
+
+impl Queryable for MemStorage {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, String> {
+        Ok(self
+            .series
+            .iter()
+            .filter(|s| matchers.iter().all(|m| m.matches(&s.labels)))
+            .filter_map(|s| {
+                let samples: Vec<Sample> = s
+                    .samples
+                    .iter()
+                    .copied()
+                    .filter(|p| p.t >= mint && p.t <= maxt)
+                    .collect();
+                (!samples.is_empty()).then(|| Series {
+                    labels: s.labels.clone(),
+                    samples,
+                })
+            })
+            .collect())
+    }
+}
+
+/// One point of an expected or loaded series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Point {
+    Value(f64),
+    Missing,
+    /// A native histogram; we cannot load or produce these.
+    Histogram,
+}
+
+#[derive(Debug)]
+struct SeriesDesc {
+    labels: Labels,
+    points: Vec<Point>,
+}
+
+fn parse_duration(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(n) = s.parse::<f64>() {
+        return Some((n * 1000.0).round() as i64);
+    }
+    let mut total: i64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+        if digits == 0 {
+            return None;
+        }
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let ms = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            _ => return None,
+        };
+        total += n * ms;
+    }
+    Some(total)
+}
+
+fn parse_number(s: &str) -> Option<f64> {
+    match s.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" => Some(f64::INFINITY),
+        "-inf" => Some(f64::NEG_INFINITY),
+        "nan" => Some(f64::NAN),
+        "stale" => Some(stale_nan()),
+        _ => {
+            if let Some(h) = s.strip_prefix("0x") {
+                return i64::from_str_radix(h, 16).ok().map(|v| v as f64);
+            }
+            s.parse().ok()
+        }
+    }
+}
+
+/// Parses `name{a="b", ...}` and returns the labels and the rest of the line.
+fn parse_metric(line: &str) -> Option<(Labels, &str)> {
+    let line = line.trim_start();
+    let mut b = LabelsBuilder::new();
+    let name_end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(line.len());
+    let name = &line[..name_end];
+    if !name.is_empty() {
+        if name.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        b.set("__name__", name);
+    }
+    let mut rest = &line[name_end..];
+    if let Some(r) = rest.strip_prefix('{') {
+        rest = r;
+        loop {
+            rest = rest.trim_start().trim_start_matches(',').trim_start();
+            if let Some(r) = rest.strip_prefix('}') {
+                rest = r;
+                break;
+            }
+            let (lname, r) = if rest.starts_with('"') {
+                let (s, r) = parse_quoted(rest)?;
+                (s, r)
+            } else {
+                let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))?;
+                (rest[..end].to_string(), &rest[end..])
+            };
+            let r = r.trim_start();
+            let r = r.strip_prefix('=')?.trim_start();
+            let (value, r) = parse_quoted(r)?;
+            rest = r;
+            if !r.trim_start().starts_with(',') && !r.trim_start().starts_with('}') {
+                // A quoted name alone is the metric name (`{"name"}`).
+                return None;
+            }
+            b.set(lname, value);
+        }
+    } else if name.is_empty() {
+        return None;
+    }
+    Some((b.build(), rest))
+}
+
+fn parse_quoted(s: &str) -> Option<(String, &str)> {
+    let quote = s.chars().next()?;
+    if quote != '"' && quote != '\'' && quote != '`' {
+        return None;
+    }
+    let mut out = String::new();
+    let mut chars = s.char_indices().skip(1);
+    while let Some((i, c)) = chars.next() {
+        if c == quote {
+            return Some((out, &s[i + 1..]));
+        }
+        if c == '\\' && quote != '`' {
+            let (_, e) = chars.next()?;
+            match e {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                '\\' => out.push('\\'),
+                '"' => out.push('"'),
+                '\'' => out.push('\''),
+                other => {
+                    out.push('\\');
+                    out.push(other);
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    None
+}
+
+/// Splits the values part into items, keeping `{{ ... }}` together.
+fn value_items(s: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut cur = String::new();
+    let mut depth = 0;
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '{' && chars.get(i + 1) == Some(&'{') {
+            depth += 1;
+            cur.push_str("{{");
+            i += 2;
+            continue;
+        }
+        if c == '}' && chars.get(i + 1) == Some(&'}') {
+            depth -= 1;
+            cur.push_str("}}");
+            i += 2;
+            continue;
+        }
+        if c.is_whitespace() && depth == 0 {
+            if !cur.is_empty() {
+                items.push(std::mem::take(&mut cur));
+            }
+        } else {
+            cur.push(c);
+        }
+        i += 1;
+    }
+    if !cur.is_empty() {
+        items.push(cur);
+    }
+    items
+}
+
+fn parse_points(s: &str) -> Option<Vec<Point>> {
+    let mut out = Vec::new();
+    for item in value_items(s) {
+        if item.contains("{{") {
+            let end = item.rfind("}}")?;
+            let suffix = &item[end + 2..];
+            let n = match suffix.strip_prefix('x') {
+                Some(d) => d.parse::<usize>().ok()? + 1,
+                None => 1,
+            };
+            out.extend(std::iter::repeat_n(Point::Histogram, n));
+            continue;
+        }
+        if item == "_" {
+            out.push(Point::Missing);
+            continue;
+        }
+        if let Some(n) = item.strip_prefix("_x") {
+            out.extend(std::iter::repeat_n(Point::Missing, n.parse().ok()?));
+            continue;
+        }
+        // `a+bxn`, `a-bxn`, `axn`, or a plain value.
+        let (base, times) = match item.rfind('x') {
+            Some(i) if item[i + 1..].chars().all(|c| c.is_ascii_digit()) && i + 1 < item.len() => {
+                (&item[..i], Some(item[i + 1..].parse::<usize>().ok()?))
+            }
+            _ => (item.as_str(), None),
+        };
+        let Some(times) = times else {
+            out.push(Point::Value(parse_number(base)?));
+            continue;
+        };
+        let bytes = base.as_bytes();
+        let mut split = None;
+        for i in 1..bytes.len() {
+            if (bytes[i] == b'+' || bytes[i] == b'-') && !matches!(bytes[i - 1], b'e' | b'E') {
+                split = Some(i);
+                break;
+            }
+        }
+        let (a, b) = match split {
+            Some(i) => (parse_number(&base[..i])?, parse_number(&base[i..])?),
+            None => (parse_number(base)?, 0.0),
+        };
+        if a.to_bits() == stale_nan().to_bits() {
+            out.extend(std::iter::repeat_n(Point::Value(a), times + 1));
+            continue;
+        }
+        let mut v = a;
+        for _ in 0..=times {
+            out.push(Point::Value(v));
+            v += b;
+        }
+    }
+    Some(out)
+}
+
+fn parse_series_desc(line: &str) -> Option<SeriesDesc> {
+    let (labels, rest) = parse_metric(line)?;
+    let points = parse_points(rest)?;
+    Some(SeriesDesc { labels, points })
+}
+
+#[derive(Debug, Default)]
+struct Expect {
+    fail: bool,
+    fail_msg: Option<String>,
+    fail_regex: Option<String>,
+    ordered: bool,
+    string: Option<String>,
+    /// An instant query returning a range vector: (start, end, step).
+    range_vector: Option<(i64, i64, i64)>,
+    /// A bare number: the query returns a scalar.
+    scalar: Option<f64>,
+    series: Vec<SeriesDesc>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Instant(i64),
+    Range(i64, i64, i64),
+}
+
+#[derive(Debug)]
+struct Case {
+    id: String,
+    query: String,
+    kind: Kind,
+    expect: Expect,
+}
+
+enum Outcome {
+    Pass,
+    Fail(String),
+}
+
+fn unquote_expect(s: &str) -> String {
+    let s = s.trim();
+    match parse_quoted(s) {
+        Some((v, rest)) if rest.trim().is_empty() => v,
+        _ => s.to_string(),
+    }
+}
+
+fn parse_eval_header(line: &str) -> Option<(Kind, String, Expect)> {
+    let mut expect = Expect::default();
+    let (cmd, rest) = line.split_once(char::is_whitespace)?;
+    match cmd {
+        "eval" => {}
+        "eval_fail" => expect.fail = true,
+        "eval_ordered" => expect.ordered = true,
+        "eval_warn" | "eval_info" => {}
+        _ => return None,
+    }
+    let rest = rest.trim_start();
+    if let Some(r) = rest.strip_prefix("instant") {
+        let r = r.trim_start().strip_prefix("at")?.trim_start();
+        let (t, q) = r.split_once(char::is_whitespace)?;
+        Some((
+            Kind::Instant(parse_duration(t)?),
+            q.trim().to_string(),
+            expect,
+        ))
+    } else if let Some(r) = rest.strip_prefix("range") {
+        let r = r.trim_start().strip_prefix("from")?.trim_start();
+        let (start, r) = r.split_once(char::is_whitespace)?;
+        let r = r.trim_start().strip_prefix("to")?.trim_start();
+        let (end, r) = r.split_once(char::is_whitespace)?;
+        let r = r.trim_start().strip_prefix("step")?.trim_start();
+        let (step, q) = r.split_once(char::is_whitespace)?;
+        Some((
+            Kind::Range(
+                parse_duration(start)?,
+                parse_duration(end)?,
+                parse_duration(step)?,
+            ),
+            q.trim().to_string(),
+            expect,
+        ))
+    } else {
+        None
+    }
+}
+
+fn parse_expect_line(line: &str, e: &mut Expect) -> Result<(), String> {
+    let body = line.trim();
+    if let Some(r) = body.strip_prefix("expected_fail_message") {
+        e.fail = true;
+        e.fail_msg = Some(r.trim().to_string());
+        return Ok(());
+    }
+    if let Some(r) = body.strip_prefix("expected_fail_regexp") {
+        e.fail = true;
+        e.fail_regex = Some(r.trim().to_string());
+        return Ok(());
+    }
+    let Some(r) = body.strip_prefix("expect ") else {
+        return Err(format!("not an expect line: {line}"));
+    };
+    let r = r.trim();
+    if let Some(f) = r.strip_prefix("fail") {
+        e.fail = true;
+        let f = f.trim();
+        if let Some(m) = f.strip_prefix("msg:") {
+            e.fail_msg = Some(unquote_expect(m));
+        } else if let Some(m) = f.strip_prefix("regex:") {
+            e.fail_regex = Some(unquote_expect(m));
+        }
+    } else if r == "ordered" {
+        e.ordered = true;
+    } else if let Some(s) = r.strip_prefix("string") {
+        e.string = Some(unquote_expect(s));
+    } else if let Some(rv) = r.strip_prefix("range vector") {
+        let parts: Vec<&str> = rv.split_whitespace().collect();
+        match parts.as_slice() {
+            ["from", a, "to", b, "step", c] => {
+                let (Some(a), Some(b), Some(c)) =
+                    (parse_duration(a), parse_duration(b), parse_duration(c))
+                else {
+                    return Err(format!("bad range vector line: {line}"));
+                };
+                e.range_vector = Some((a, b, c));
+            }
+            _ => return Err(format!("bad range vector line: {line}")),
+        }
+    }
+    // warn/info/no_warn/no_info: we produce no annotations, so ignore them.
+    Ok(())
+}
+
+/// Parses a test script into load/clear actions and eval cases.
+enum Cmd {
+    Load(i64, Vec<SeriesDesc>),
+    Clear,
+    Eval(Box<Case>),
+    /// A case we could not even parse; reported as a failure.
+    Broken(String, String),
+}
+
+fn is_command(line: &str) -> bool {
+    let l = line.trim_start();
+    line.starts_with(|c: char| !c.is_whitespace())
+        && (l.starts_with("load") || l.starts_with("clear") || l.starts_with("eval"))
+}
+
+fn parse_script(file: &str, text: &str) -> Vec<Cmd> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut cmds = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let trimmed = line.trim();
+        let lineno = i + 1;
+        i += 1;
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        // Gather the command's body: following lines up to a blank line or
+        // the next command.
+        let mut body = Vec::new();
+        while i < lines.len() {
+            let l = lines[i];
+            if l.trim().is_empty() || is_command(l) {
+                break;
+            }
+            if !l.trim().starts_with('#') {
+                body.push(l);
+            }
+            i += 1;
+        }
+        let id = format!("{file}:{lineno}");
+        if trimmed == "clear" {
+            cmds.push(Cmd::Clear);
+        } else if trimmed.starts_with("load") {
+            let mut parts = trimmed.split_whitespace();
+            let _ = parts.next();
+            let interval = parts.next().and_then(parse_duration).unwrap_or(60_000);
+            let series = body.iter().filter_map(|l| parse_series_desc(l)).collect();
+            cmds.push(Cmd::Load(interval, series));
+        } else if trimmed.starts_with("eval") {
+            let Some((kind, query, mut expect)) = parse_eval_header(trimmed) else {
+                cmds.push(Cmd::Broken(
+                    id,
+                    format!("cannot parse eval line: {trimmed}"),
+                ));
+                continue;
+            };
+            let mut broken = None;
+            for l in &body {
+                let t = l.trim();
+                if t.starts_with("expect") {
+                    if let Err(e) = parse_expect_line(t, &mut expect) {
+                        broken = Some(e);
+                    }
+                } else if let Some(v) = parse_number(t).filter(|_| !t.contains(char::is_whitespace))
+                {
+                    expect.scalar = Some(v);
+                } else if let Some(sd) = parse_series_desc(t) {
+                    expect.series.push(sd);
+                } else {
+                    broken = Some(format!("cannot parse result line: {t}"));
+                }
+            }
+            match broken {
+                Some(b) => cmds.push(Cmd::Broken(id, b)),
+                None => cmds.push(Cmd::Eval(Box::new(Case {
+                    id,
+                    query,
+                    kind,
+                    expect,
+                }))),
+            }
+        } else {
+            cmds.push(Cmd::Broken(id, format!("unknown command: {trimmed}")));
+        }
+    }
+    cmds
+}
+
+fn almost_equal(a: f64, b: f64) -> bool {
+    if a.is_nan() && b.is_nan() {
+        return true;
+    }
+    if a == b {
+        return true;
+    }
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < MIN_NORMAL {
+        return diff < EPSILON * MIN_NORMAL;
+    }
+    diff / abs_sum.min(f64::MAX) < EPSILON
+}
+
+fn fmt_points(p: &[Sample]) -> String {
+    p.iter()
+        .map(|s| format!("{}@{}", sonde_query::format_value(s.v), s.t))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Compares expected series (points on a time grid) with actual ones.
+fn compare_matrix(
+    expected: &[SeriesDesc],
+    got: &[Series],
+    start: i64,
+    step: i64,
+) -> Result<(), String> {
+    if expected
+        .iter()
+        .any(|s| s.points.contains(&Point::Histogram))
+    {
+        return Err("expected result contains native histograms".into());
+    }
+    let got_map: HashMap<&Labels, &Series> = got.iter().map(|s| (&s.labels, s)).collect();
+    let mut matched = 0;
+    for exp in expected {
+        let want: Vec<Sample> = exp
+            .points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                Point::Value(v) => Some(Sample {
+                    t: start + step * i as i64,
+                    v: *v,
+                }),
+                _ => None,
+            })
+            .collect();
+        let Some(g) = got_map.get(&exp.labels) else {
+            if want.is_empty() {
+                continue;
+            }
+            return Err(format!("missing series {}", exp.labels));
+        };
+        matched += 1;
+        let ok = g.samples.len() == want.len()
+            && g.samples
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.t == b.t && almost_equal(b.v, a.v));
+        if !ok {
+            return Err(format!(
+                "series {}: expected [{}], got [{}]",
+                exp.labels,
+                fmt_points(&want),
+                fmt_points(&g.samples)
+            ));
+        }
+    }
+    if matched != got.len() {
+        let extra: Vec<String> = got
+            .iter()
+            .filter(|s| !expected.iter().any(|e| e.labels == s.labels))
+            .map(|s| format!("{} [{}]", s.labels, fmt_points(&s.samples)))
+            .collect();
+        return Err(format!("unexpected series: {}", extra.join("; ")));
+    }
+    Ok(())
+}
+
+fn run_case(engine: &Engine, storage: &MemStorage, case: &Case) -> Outcome {
+    let result = match case.kind {
+        Kind::Instant(t) => engine.instant(storage, &case.query, t),
+        Kind::Range(s, e, step) => engine.range(storage, &case.query, s, e, step),
+    };
+    let exp = &case.expect;
+    let got = match result {
+        Err(err) => {
+            if !exp.fail {
+                return Outcome::Fail(format!("unexpected error: {err}"));
+            }
+            let msg = err.to_string();
+            if let Some(m) = &exp.fail_msg {
+                if &msg != m {
+                    return Outcome::Fail(format!("expected error {m:?}, got {msg:?}"));
+                }
+            }
+            if let Some(r) = &exp.fail_regex {
+                match regex::Regex::new(r) {
+                    Ok(re) if re.is_match(&msg) => {}
+                    _ => {
+                        return Outcome::Fail(format!("expected error matching {r:?}, got {msg:?}"))
+                    }
+                }
+            }
+            return Outcome::Pass;
+        }
+        Ok(v) => v,
+    };
+    if exp.fail {
+        return Outcome::Fail(format!("expected an error, got {}", describe(&got)));
+    }
+    let res = match (&case.kind, &got) {
+        (_, Value::String { v, .. }) => match &exp.string {
+            Some(s) if s == v => Ok(()),
+            _ => Err(format!("expected {:?}, got string {v:?}", exp.string)),
+        },
+        (_, Value::Scalar { v, .. }) => match exp.scalar {
+            Some(e) if almost_equal(e, *v) => Ok(()),
+            _ => Err(format!("expected scalar {:?}, got scalar {v}", exp.scalar)),
+        },
+        (Kind::Instant(t), Value::Vector(vec)) => compare_vector(exp, vec, *t),
+        (Kind::Instant(_), Value::Matrix(m)) => match exp.range_vector {
+            Some((s, _, step)) => compare_matrix(&exp.series, m, s, step),
+            None if exp.series.is_empty() && m.is_empty() => Ok(()),
+            None => Err("got a range vector but no `expect range vector`".into()),
+        },
+        (Kind::Range(s, _, step), Value::Matrix(m)) => {
+            if exp.scalar.is_some() {
+                Err("expected a scalar".into())
+            } else {
+                compare_matrix(&exp.series, m, *s, *step)
+            }
+        }
+        (Kind::Range(..), other) => Err(format!("range query returned {}", describe(other))),
+    };
+    match res {
+        Ok(()) => Outcome::Pass,
+        Err(e) => Outcome::Fail(e),
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Scalar { v, .. } => format!("scalar {v}"),
+        Value::String { v, .. } => format!("string {v:?}"),
+        Value::Vector(vec) => format!(
+            "vector [{}]",
+            vec.iter()
+                .map(|s| format!("{} {}", s.labels, sonde_query::format_value(s.v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Value::Matrix(m) => format!(
+            "matrix [{}]",
+            m.iter()
+                .map(|s| format!("{} [{}]", s.labels, fmt_points(&s.samples)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn compare_vector(exp: &Expect, vec: &[sonde_query::InstantSample], t: i64) -> Result<(), String> {
+    if exp.scalar.is_some() {
+        return Err(format!(
+            "expected a scalar, got {}",
+            describe(&Value::Vector(vec.to_vec()))
+        ));
+    }
+    if exp
+        .series
+        .iter()
+        .any(|s| s.points.contains(&Point::Histogram))
+    {
+        return Err("expected result contains native histograms".into());
+    }
+    let got = || describe(&Value::Vector(vec.to_vec()));
+    if exp.series.len() != vec.len() {
+        return Err(format!(
+            "expected {} samples, got {}",
+            exp.series.len(),
+            got()
+        ));
+    }
+    for (i, e) in exp.series.iter().enumerate() {
+        let want = match e.points.as_slice() {
+            [Point::Value(v)] => *v,
+            _ => return Err(format!("bad expected sample for {}", e.labels)),
+        };
+        let found = if exp.ordered {
+            vec.get(i).filter(|s| s.labels == e.labels)
+        } else {
+            vec.iter().find(|s| s.labels == e.labels)
+        };
+        match found {
+            Some(s) if almost_equal(want, s.v) && s.t == t => {}
+            Some(s) => {
+                return Err(format!(
+                    "{}: expected {}, got {} at {}",
+                    e.labels,
+                    sonde_query::format_value(want),
+                    sonde_query::format_value(s.v),
+                    s.t
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "missing (or out of order) {}; got {}",
+                    e.labels,
+                    got()
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn shared_dir() -> Option<PathBuf> {
+    let dir = match std::env::var("SONDE_SHARED") {
+        Ok(s) => PathBuf::from(s),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
+    };
+    let dir = dir.join("data/promqltest");
+    dir.is_dir().then_some(dir)
+}
+
+fn load_known_failures() -> BTreeMap<String, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/promqltest-known-failures.txt");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| match l.split_once(char::is_whitespace) {
+            Some((id, reason)) => (id.to_string(), reason.trim().to_string()),
+            None => (l.to_string(), String::new()),
+        })
+        .collect()
+}
+
+#[test]
+fn promql_conformance() {
+    let Some(dir) = shared_dir() else {
+        if std::env::var("SONDE_REQUIRE_SHARED").as_deref() == Ok("1") {
+            panic!("promqltest directory not found and SONDE_REQUIRE_SHARED=1");
+        }
+        eprintln!("skipping PromQL conformance: shared/data/promqltest not found");
+        return;
+    };
+    let known = load_known_failures();
+    let engine = Engine::new(EngineOptions::default());
+    let mut unexpected_failures = Vec::new();
+    let mut unexpected_passes = Vec::new();
+    let mut seen_ids = HashSet::new();
+    let mut table = Vec::new();
+    for file in FILES {
+        let path = dir.join(format!("{file}.test"));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => panic!("cannot read {}: {e}", path.display()),
+        };
+        let mut storage = MemStorage::default();
+        let (mut passed, mut total) = (0, 0);
+        for cmd in parse_script(file, &text) {
+            match cmd {
+                Cmd::Clear => storage = MemStorage::default(),
+                Cmd::Load(interval, series) => {
+                    for s in series {
+                        let samples: Vec<Sample> = s
+                            .points
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, p)| match p {
+                                Point::Value(v) => Some(Sample {
+                                    t: interval * i as i64,
+                                    v: *v,
+                                }),
+                                _ => None,
+                            })
+                            .collect();
+                        if !samples.is_empty() {
+                            storage.add(s.labels, samples);
+                        }
+                    }
+                }
+                Cmd::Broken(id, why) => {
+                    total += 1;
+                    seen_ids.insert(id.clone());
+                    if !known.contains_key(&id) {
+                        unexpected_failures.push(format!("{id}: {why}"));
+                    }
+                }
+                Cmd::Eval(case) => {
+                    total += 1;
+                    seen_ids.insert(case.id.clone());
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_case(&engine, &storage, &case)
+                    }))
+                    .unwrap_or_else(|_| Outcome::Fail("PANIC during evaluation".into()));
+                    match outcome {
+                        Outcome::Pass => {
+                            passed += 1;
+                            if known.contains_key(&case.id) {
+                                unexpected_passes.push(case.id.clone());
+                            }
+                        }
+                        Outcome::Fail(why) => {
+                            if !known.contains_key(&case.id) {
+                                unexpected_failures
+                                    .push(format!("{}: {}\n    {}", case.id, case.query, why));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        table.push((file.to_string(), passed, total));
+    }
+    eprintln!("\n{:<22} {:>7} {:>7}", "file", "passed", "total");
+    let (mut p, mut t) = (0, 0);
+    for (f, passed, total) in &table {
+        eprintln!("{f:<22} {passed:>7} {total:>7}");
+        p += passed;
+        t += total;
+    }
+    eprintln!("{:<22} {p:>7} {t:>7}\n", "TOTAL");
+    let stale: Vec<&String> = known.keys().filter(|k| !seen_ids.contains(*k)).collect();
+    if !stale.is_empty() {
+        eprintln!("known failures that name no case: {stale:?}");
+    }
+    if !unexpected_failures.is_empty() {
+        eprintln!("UNEXPECTED FAILURES ({}):", unexpected_failures.len());
+        for f in &unexpected_failures {
+            eprintln!("  {f}");
+        }
+    }
+    if !unexpected_passes.is_empty() {
+        eprintln!(
+            "cases listed as known failures now pass; remove them from the list: {unexpected_passes:?}"
+        );
+    }
+    assert!(
+        unexpected_failures.is_empty() && unexpected_passes.is_empty() && stale.is_empty(),
+        "PromQL conformance has {} unexpected failures and {} unexpected passes",
+        unexpected_failures.len(),
+        unexpected_passes.len()
+    );
+}
