@@ -4,6 +4,7 @@
 mod api;
 mod app;
 mod body;
+mod cli;
 mod config;
 mod grpc;
 mod self_metrics;
@@ -20,8 +21,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const USAGE: &str = "usage: sonde <command> [--key value ...]
 
 commands:
-  serve      run the server (API :7070, OTLP gRPC :4317, OTLP HTTP :4318)
-  version    print the version
+  serve                 run the server (API :7070, OTLP gRPC :4317, OTLP HTTP :4318)
+  query EXPR            evaluate PromQL now (--time T)
+  query-range EXPR      evaluate PromQL over time (--start -1h --end now --step 60s)
+  series SELECTOR       list series matching a selector
+  labels [NAME]         list label names, or the values of one label
+  flush                 persist the server's in-memory head as blocks
+  version               print the version
+
+client commands talk to --server URL (default http://127.0.0.1:7070, or
+SONDE_SERVER).
 
 settings (serve): --config FILE, or any key of sonde.example.toml as a flag
 (--data-dir ./sonde-data, --retention 15d, ...) or environment variable
@@ -52,7 +61,12 @@ fn main() -> anyhow::Result<()> {
             println!("{USAGE}");
             Ok(())
         }
-        other => anyhow::bail!("unknown command {other:?}\n\n{USAGE}"),
+        other => {
+            if !cli::run(other, rest)? {
+                anyhow::bail!("unknown command {other:?}\n\n{USAGE}");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -104,8 +104,24 @@ pub async fn remote_write(
                 "{ct}; remote write expects application/x-protobuf"
             )));
         }
-        // Remote write bodies are snappy-compressed by the protocol itself.
-        let body = read_body(&headers, body, state.config.max_request_bytes).await?;
+        // Remote write bodies are snappy-compressed by the protocol itself;
+        // Prometheus says so with `Content-Encoding: snappy`.
+        let encoding = headers
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !encoding.is_empty() && encoding != "snappy" {
+            return Err(RequestError::UnsupportedEncoding(format!(
+                "{encoding}; remote write bodies are snappy-compressed"
+            )));
+        }
+        let limit = state.config.max_request_bytes;
+        let body = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| RequestError::TooLarge(limit))?
+            .to_vec();
         let report = store_remote_write(&state, body).await?;
         match report.first_error {
             // Prometheus drops a batch answered with 400 instead of retrying
@@ -217,6 +233,8 @@ pub async fn otlp_http_metrics(
         };
         let body = match enc {
             OtlpEncoding::Protobuf => resp.encode_to_vec(),
+            // A success without partial_success is `{}`, not a null field.
+            OtlpEncoding::Json if resp.partial_success.is_none() => b"{}".to_vec(),
             OtlpEncoding::Json => serde_json::to_vec(&resp).unwrap_or_else(|_| b"{}".to_vec()),
         };
         Ok(otlp_response(enc, StatusCode::OK, body))

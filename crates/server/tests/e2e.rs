@@ -156,7 +156,10 @@ impl Server {
         post(
             &format!("{}/api/v1/write", self.api),
             "application/x-protobuf",
-            &[],
+            &[
+                ("content-encoding", "snappy"),
+                ("x-prometheus-remote-write-version", "0.1.0"),
+            ],
             &body,
         )
     }
