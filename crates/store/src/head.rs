@@ -226,9 +226,72 @@ impl SeriesData {
     }
 }
 
+/// A label set in two allocations (all strings back to back, and where each
+/// ends) instead of two per label: for a typical series with ten labels this
+/// cuts the head's label memory about fourfold.
+#[derive(Debug)]
+pub(crate) struct CompactLabels {
+    text: Box<str>,
+    /// End offset in `text` of each name and value, alternating.
+    ends: Box<[u32]>,
+}
+
+impl CompactLabels {
+    fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> CompactLabels {
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        for (n, v) in pairs {
+            text.push_str(n);
+            ends.push(text.len() as u32);
+            text.push_str(v);
+            ends.push(text.len() as u32);
+        }
+        CompactLabels {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.ends.chunks_exact(2).scan(0usize, |start, pair| {
+            let (n_end, v_end) = (pair[0] as usize, pair[1] as usize);
+            let name = self.text.get(*start..n_end).unwrap_or("");
+            let value = self.text.get(n_end..v_end).unwrap_or("");
+            *start = v_end;
+            Some((name, value))
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len() / 2
+    }
+
+    pub fn to_labels(&self) -> Labels {
+        Labels::from_pairs(self.iter())
+    }
+
+    fn eq_pairs(&self, pairs: &[(&str, &str)]) -> bool {
+        self.len() == pairs.len() && self.iter().zip(pairs).all(|(a, b)| a == *b)
+    }
+
+    fn heap_size(&self) -> usize {
+        self.text.len() + self.ends.len() * 4
+    }
+}
+
+impl std::fmt::Display for CompactLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_labels().fmt(f)
+    }
+}
+
 pub(crate) struct MemSeries {
     pub series_ref: u64,
-    pub labels: Labels,
+    pub labels: CompactLabels,
     pub data: Mutex<SeriesData>,
 }
 
@@ -247,18 +310,8 @@ struct Index {
 }
 
 impl Index {
-    fn find(&self, hash: u64, labels: &Labels) -> Option<&Arc<MemSeries>> {
-        self.by_labels.find(hash, |s| s.labels == *labels)
-    }
-
     fn find_pairs(&self, hash: u64, pairs: &[(&str, &str)]) -> Option<&Arc<MemSeries>> {
-        self.by_labels.find(hash, |s| {
-            s.labels.len() == pairs.len()
-                && s.labels
-                    .iter()
-                    .zip(pairs)
-                    .all(|(l, p)| l.name == p.0 && l.value == p.1)
-        })
+        self.by_labels.find(hash, |s| s.labels.eq_pairs(pairs))
     }
 }
 
@@ -275,8 +328,8 @@ fn pairs_hash<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
     h.finish()
 }
 
-fn label_hash(labels: &Labels) -> u64 {
-    pairs_hash(labels.iter().map(|l| (l.name.as_str(), l.value.as_str())))
+fn label_hash(labels: &CompactLabels) -> u64 {
+    pairs_hash(labels.iter())
 }
 
 /// Why a new series was not created.
@@ -343,17 +396,24 @@ impl Head {
         if index.per_metric.get(metric).copied().unwrap_or(0) >= max_per_metric {
             return Ok(Err(SeriesLimit::PerMetric));
         }
-        let labels = Labels::from_pairs(pairs.iter().copied());
         let series_ref = self.next_ref.fetch_add(1, Ordering::Relaxed);
-        on_create(series_ref, &labels)?;
+        on_create(series_ref, &Labels::from_pairs(pairs.iter().copied()))?;
+        let labels = CompactLabels::from_pairs(pairs.iter().copied());
         Ok(Ok(Self::insert(&mut index, series_ref, labels)))
     }
 
     /// Recreates a series with a known ref during WAL replay.
     pub fn restore(&self, series_ref: u64, labels: Labels) {
+        let pairs: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        let labels = CompactLabels::from_pairs(pairs.iter().copied());
         let mut index = self.index.write();
         if index.by_ref.contains_key(&series_ref)
-            || index.find(label_hash(&labels), &labels).is_some()
+            || index
+                .find_pairs(pairs_hash(pairs.iter().copied()), &pairs)
+                .is_some()
         {
             return;
         }
@@ -361,23 +421,26 @@ impl Head {
         Self::insert(&mut index, series_ref, labels);
     }
 
-    fn insert(index: &mut Index, series_ref: u64, labels: Labels) -> Arc<MemSeries> {
-        for l in labels.iter() {
-            index
-                .postings
-                .entry(l.name.clone())
-                .or_default()
-                .entry(l.value.clone())
-                .or_default()
-                .push(series_ref);
+    fn insert(index: &mut Index, series_ref: u64, labels: CompactLabels) -> Arc<MemSeries> {
+        for (name, value) in labels.iter() {
+            let values = match index.postings.get_mut(name) {
+                Some(v) => v,
+                None => index.postings.entry(name.to_string()).or_default(),
+            };
+            match values.get_mut(value) {
+                Some(refs) => refs.push(series_ref),
+                None => {
+                    values.insert(value.to_string(), vec![series_ref]);
+                }
+            }
         }
         *index
             .per_metric
-            .entry(labels.metric_name().unwrap_or("").to_string())
+            .entry(labels.get(METRIC_NAME).unwrap_or("").to_string())
             .or_default() += 1;
         let s = Arc::new(MemSeries {
             series_ref,
-            labels: labels.clone(),
+            labels,
             data: Mutex::new(SeriesData::new()),
         });
         index
@@ -397,7 +460,11 @@ impl Head {
         });
         refs.into_iter()
             .filter_map(|r| index.by_ref.get(&r))
-            .filter(|s| matchers.iter().all(|m| m.matches(&s.labels)))
+            .filter(|s| {
+                matchers
+                    .iter()
+                    .all(|m| m.matches_value(s.labels.get(&m.name).unwrap_or("")))
+            })
             .cloned()
             .collect()
     }
@@ -433,20 +500,20 @@ impl Head {
             }
             if let Some(n) = index
                 .per_metric
-                .get_mut(s.labels.metric_name().unwrap_or(""))
+                .get_mut(s.labels.get(METRIC_NAME).unwrap_or(""))
             {
                 *n = n.saturating_sub(1);
             }
-            for l in s.labels.iter() {
-                if let Some(values) = index.postings.get_mut(&l.name) {
-                    if let Some(refs) = values.get_mut(&l.value) {
+            for (name, value) in s.labels.iter() {
+                if let Some(values) = index.postings.get_mut(name) {
+                    if let Some(refs) = values.get_mut(value) {
                         refs.retain(|r| *r != s.series_ref);
                         if refs.is_empty() {
-                            values.remove(&l.value);
+                            values.remove(value);
                         }
                     }
                     if values.is_empty() {
-                        index.postings.remove(&l.name);
+                        index.postings.remove(name);
                     }
                 }
             }
@@ -584,6 +651,22 @@ mod tests {
     }
 
     #[test]
+    fn compact_labels_roundtrip() {
+        let l = Labels::from_pairs([("__name__", "up"), ("job", "a"), ("x", "ü")]);
+        let pairs: Vec<(&str, &str)> = l
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        let c = CompactLabels::from_pairs(pairs.iter().copied());
+        assert_eq!(c.to_labels(), l);
+        assert_eq!(c.get("x"), Some("ü"));
+        assert_eq!(c.get("nope"), None);
+        assert!(c.eq_pairs(&pairs));
+        assert!(!c.eq_pairs(&pairs[..2]));
+        assert_eq!(label_hash(&c), pairs_hash(pairs.iter().copied()));
+    }
+
+    #[test]
     fn postings_select_by_equality_regex_and_negation() {
         let head = Head::new();
         let mk = |job: &str, inst: &str| {
@@ -604,7 +687,7 @@ mod tests {
             let mut v: Vec<String> = head
                 .matching(&ms)
                 .iter()
-                .map(|s| s.labels.to_string())
+                .map(|s| s.labels.to_labels().to_string())
                 .collect();
             v.sort();
             v

@@ -483,8 +483,9 @@ impl Store {
             if samples.is_empty() {
                 continue;
             }
-            *sources.entry(s.labels.clone()).or_default() += 1;
-            merged.entry(s.labels.clone()).or_default().extend(samples);
+            let labels = s.labels.to_labels();
+            *sources.entry(labels.clone()).or_default() += 1;
+            merged.entry(labels).or_default().extend(samples);
         }
         let mut out: Vec<Series> = merged
             .into_iter()
@@ -516,7 +517,7 @@ impl Store {
                 let d = s.data.lock();
                 if let (Some(a), Some(b)) = (d.min_t(), d.max_t()) {
                     if a <= maxt && b >= mint {
-                        out.insert(s.labels.clone());
+                        out.insert(s.labels.to_labels());
                     }
                 }
             }
@@ -644,12 +645,17 @@ impl Store {
 
     fn cut_block(&self, start: i64, end: i64) -> Result<()> {
         self.head.set_min_valid_t(end);
-        let mut series = self.head.all_series();
-        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let mut series: Vec<(Labels, Arc<head::MemSeries>)> = self
+            .head
+            .all_series()
+            .into_iter()
+            .map(|s| (s.labels.to_labels(), s))
+            .collect();
+        series.sort_by(|a, b| a.0.cmp(&b.0));
         let mut w = BlockWriter::create(&self.dir.join("blocks"), start, end, 1)?;
-        for s in &series {
+        for (labels, s) in &series {
             let samples = s.data.lock().samples(start, end - 1);
-            w.add_series(&s.labels, &samples)?;
+            w.add_series(labels, &samples)?;
         }
         if let Some(block) = w.finish()? {
             self.stats.blocks_written.fetch_add(1, Ordering::Relaxed);
@@ -657,7 +663,7 @@ impl Store {
             blocks.push(Arc::new(block));
             blocks.sort_by_key(|b| (b.meta.min_t, b.meta.max_t));
         }
-        for s in &series {
+        for (_, s) in &series {
             s.data.lock().split_off_before(end);
         }
         Ok(())
