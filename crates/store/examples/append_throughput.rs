@@ -42,16 +42,24 @@ fn main() {
     let t0 = SystemClockNow::now() - 6 * 3600 * 1000;
     let steps = 360;
     let started = Instant::now();
-    let mut v = 0.0f64;
+    let mut v = 50.0f64;
+    let mut rng = 0x9e3779b97f4a7c15u64;
     for step in 0..steps {
         let t = t0 + step * 10_000;
         let batch: Vec<Series> = labels
             .iter()
             .map(|l| {
-                v += 0.37;
+                // TSBS-like: a clamped random walk with full-precision steps.
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                // Rounded to three decimals, as values that passed through
+                // a text format (exposition, JSON, line protocol) are.
+                v = ((v + (rng % 2001) as f64 / 1000.0 - 1.0).clamp(0.0, 100.0) * 1000.0).round() / 1000.0;
                 Series {
                     labels: l.clone(),
-                    samples: vec![Sample { t, v: (v % 100.0) }],
+                    samples: vec![Sample { t, v }],
+                    histograms: Vec::new(),
                 }
             })
             .collect();
@@ -59,6 +67,12 @@ fn main() {
     }
     let n = (steps as usize * labels.len()) as f64;
     let secs = started.elapsed().as_secs_f64();
+    store.flush_head().unwrap();
+    println!(
+        "on disk after flush: {} block bytes, {:.2} bytes/sample",
+        store.blocks_bytes(),
+        store.blocks_bytes() as f64 / n
+    );
     println!(
         "{n} samples in {secs:.2}s: {:.0} samples/s; head {} bytes ({:.1} B/series)",
         n / secs,

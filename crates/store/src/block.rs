@@ -18,12 +18,16 @@ use std::path::{Path, PathBuf};
 
 use sonde_model::{Labels, Matcher, Sample};
 
-use crate::chunk::{ChunkEncoder, ChunkIter, SAMPLES_PER_CHUNK};
+use crate::encoding;
 use crate::head::select_postings;
 use crate::wal::{put_str, put_uvarint, sync_dir, unzigzag, zigzag, Reader};
 use crate::{Error, Result};
 
-const INDEX_MAGIC: &[u8] = b"SONDEIX1";
+const INDEX_MAGIC: &[u8] = b"SONDEIX2";
+
+/// Samples per chunk in a block: larger than in the head, because blocks are
+/// written once and bigger frames compress better.
+const BLOCK_CHUNK_SAMPLES: usize = 480;
 
 #[derive(Debug, Clone, Copy)]
 struct ChunkRef {
@@ -102,19 +106,15 @@ impl BlockWriter {
         if samples.is_empty() {
             return Ok(());
         }
-        let mut refs = Vec::with_capacity(samples.len() / SAMPLES_PER_CHUNK as usize + 1);
-        for part in samples.chunks(SAMPLES_PER_CHUNK as usize) {
-            let mut enc = ChunkEncoder::new();
-            for s in part {
-                enc.append(s.t, s.v);
-            }
-            let bytes = enc.bytes();
+        let mut refs = Vec::with_capacity(samples.len() / BLOCK_CHUNK_SAMPLES + 1);
+        for part in samples.chunks(BLOCK_CHUNK_SAMPLES) {
+            let bytes = encoding::encode(part);
             self.chunks.write_all(&bytes)?;
             self.chunks
                 .write_all(&crc32fast::hash(&bytes).to_le_bytes())?;
             refs.push(ChunkRef {
-                min_t: enc.min_t(),
-                max_t: enc.max_t(),
+                min_t: part[0].t,
+                max_t: part[part.len() - 1].t,
                 offset: self.offset,
                 len: bytes.len() as u32,
             });
@@ -277,7 +277,11 @@ impl Block {
                     c.offset
                 )));
             }
-            out.extend(ChunkIter::new(bytes).filter(|x| x.t >= mint && x.t <= maxt));
+            out.extend(
+                encoding::decode(bytes)
+                    .into_iter()
+                    .filter(|x| x.t >= mint && x.t <= maxt),
+            );
         }
         Ok(out)
     }

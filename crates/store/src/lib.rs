@@ -16,6 +16,7 @@
 
 mod block;
 mod chunk;
+mod encoding;
 mod head;
 mod wal;
 
@@ -494,7 +495,11 @@ impl Store {
                     samples.sort_by_key(|s| s.t);
                     samples.dedup_by_key(|s| s.t);
                 }
-                Series { labels, samples }
+                Series {
+                    labels,
+                    samples,
+                    histograms: Vec::new(),
+                }
             })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));

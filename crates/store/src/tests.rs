@@ -27,6 +27,7 @@ fn series(name: &str, host: &str, samples: &[(i64, f64)]) -> Series {
     Series {
         labels: Labels::from_pairs([("__name__", name), ("host", host)]),
         samples: samples.iter().map(|&(t, v)| Sample { t, v }).collect(),
+        histograms: Vec::new(),
     }
 }
 
@@ -153,6 +154,7 @@ fn limits_reject_new_series_but_existing_ones_keep_ingesting() {
     let long = Series {
         labels: Labels::from_pairs([("__name__", "a"), ("x", "0123456789abc")]),
         samples: vec![Sample { t: NOW, v: 1.0 }],
+        histograms: Vec::new(),
     };
     assert_eq!(
         store.append(&[long]).unwrap().first_error.unwrap().0,
@@ -161,6 +163,7 @@ fn limits_reject_new_series_but_existing_ones_keep_ingesting() {
     let many = Series {
         labels: Labels::from_pairs([("__name__", "a"), ("x", "1"), ("y", "1"), ("z", "1")]),
         samples: vec![Sample { t: NOW, v: 1.0 }],
+        histograms: Vec::new(),
     };
     assert_eq!(
         store.append(&[many]).unwrap().first_error.unwrap().0,
