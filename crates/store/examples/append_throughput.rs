@@ -55,7 +55,8 @@ fn main() {
                 rng ^= rng << 17;
                 // Rounded to three decimals, as values that passed through
                 // a text format (exposition, JSON, line protocol) are.
-                v = ((v + (rng % 2001) as f64 / 1000.0 - 1.0).clamp(0.0, 100.0) * 1000.0).round() / 1000.0;
+                v = ((v + (rng % 2001) as f64 / 1000.0 - 1.0).clamp(0.0, 100.0) * 1000.0).round()
+                    / 1000.0;
                 Series {
                     labels: l.clone(),
                     samples: vec![Sample { t, v }],

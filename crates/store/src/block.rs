@@ -58,6 +58,8 @@ pub struct Block {
     pub dir: PathBuf,
     pub meta: BlockMeta,
     pub bytes: u64,
+    /// Directory names of the blocks merged into this one.
+    pub sources: Vec<String>,
     series: Vec<BlockSeries>,
     postings: HashMap<String, BTreeMap<String, Vec<u64>>>,
     chunks: File,
@@ -71,11 +73,32 @@ pub struct BlockWriter {
     offset: u64,
     index: Vec<u8>,
     meta: BlockMeta,
+    sources: Vec<String>,
+}
+
+/// A name no other block has or had: two blocks may cover the same range
+/// (a flush, then a later cut), and an existing block is never replaced.
+fn unique_suffix() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{nanos:x}{n:04x}")
 }
 
 impl BlockWriter {
-    pub fn create(blocks_dir: &Path, min_t: i64, max_t: i64, level: u32) -> Result<BlockWriter> {
-        let name = format!("{min_t:020}-{max_t:020}-l{level}");
+    /// `sources` names the blocks this one replaces (for compaction), so a
+    /// crash between writing it and deleting them is repaired on open.
+    pub fn create(
+        blocks_dir: &Path,
+        min_t: i64,
+        max_t: i64,
+        level: u32,
+        sources: Vec<String>,
+    ) -> Result<BlockWriter> {
+        let name = format!("{min_t:020}-{max_t:020}-l{level}-{}", unique_suffix());
         let tmp = blocks_dir.join(format!("{name}.tmp"));
         if tmp.exists() {
             fs::remove_dir_all(&tmp)?;
@@ -97,6 +120,7 @@ impl BlockWriter {
                 num_samples: 0,
                 level,
             },
+            sources,
         })
     }
 
@@ -151,14 +175,16 @@ impl BlockWriter {
         write_synced(&self.tmp.join("index"), &self.index)?;
         let m = &self.meta;
         let meta = format!(
-            "min_t={}\nmax_t={}\nnum_series={}\nnum_samples={}\nlevel={}\n",
-            m.min_t, m.max_t, m.num_series, m.num_samples, m.level
+            "min_t={}\nmax_t={}\nnum_series={}\nnum_samples={}\nlevel={}\nsources={}\n",
+            m.min_t,
+            m.max_t,
+            m.num_series,
+            m.num_samples,
+            m.level,
+            self.sources.join(",")
         );
         write_synced(&self.tmp.join("meta"), meta.as_bytes())?;
         sync_dir(&self.tmp)?;
-        if self.final_dir.exists() {
-            fs::remove_dir_all(&self.final_dir)?;
-        }
         fs::rename(&self.tmp, &self.final_dir)?;
         if let Some(parent) = self.final_dir.parent() {
             sync_dir(parent)?;
@@ -175,10 +201,18 @@ fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 impl Block {
+    /// The block's directory name, as other blocks' `sources` list it.
+    pub fn name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     pub fn open(dir: &Path) -> Result<Block> {
         let corrupt = |what: &str| Error::Corrupt(format!("block {}: {what}", dir.display()));
-        let meta = parse_meta(&fs::read_to_string(dir.join("meta"))?)
-            .ok_or_else(|| corrupt("bad meta"))?;
+        let meta_text = fs::read_to_string(dir.join("meta"))?;
+        let (meta, sources) = parse_meta(&meta_text).ok_or_else(|| corrupt("bad meta"))?;
         let index = fs::read(dir.join("index"))?;
         if index.len() < INDEX_MAGIC.len() + 4 || !index.starts_with(INDEX_MAGIC) {
             return Err(corrupt("bad index header"));
@@ -191,7 +225,8 @@ impl Block {
             p: body,
             pos: INDEX_MAGIC.len(),
         };
-        let mut series = Vec::with_capacity(meta.num_series as usize);
+        // The meta file has no checksum: its count is a hint, capped.
+        let mut series = Vec::with_capacity((meta.num_series as usize).min(1 << 20));
         let mut postings: HashMap<String, BTreeMap<String, Vec<u64>>> = HashMap::new();
         while r.pos < body.len() {
             let s = read_series(&mut r).ok_or_else(|| corrupt("bad series entry"))?;
@@ -215,6 +250,7 @@ impl Block {
             dir: dir.to_path_buf(),
             meta,
             bytes,
+            sources,
             series,
             postings,
             chunks,
@@ -324,19 +360,29 @@ fn read_series(r: &mut Reader<'_>) -> Option<BlockSeries> {
     })
 }
 
-fn parse_meta(text: &str) -> Option<BlockMeta> {
+fn parse_meta(text: &str) -> Option<(BlockMeta, Vec<String>)> {
     let mut kv = HashMap::new();
     for line in text.lines() {
         let (k, v) = line.split_once('=')?;
         kv.insert(k.trim(), v.trim());
     }
-    Some(BlockMeta {
+    let sources = kv
+        .get("sources")
+        .map(|s| {
+            s.split(',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let meta = BlockMeta {
         min_t: kv.get("min_t")?.parse().ok()?,
         max_t: kv.get("max_t")?.parse().ok()?,
         num_series: kv.get("num_series")?.parse().ok()?,
         num_samples: kv.get("num_samples")?.parse().ok()?,
         level: kv.get("level")?.parse().ok()?,
-    })
+    };
+    Some((meta, sources))
 }
 
 #[cfg(test)]
@@ -346,7 +392,7 @@ mod tests {
     #[test]
     fn block_roundtrips_and_detects_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = BlockWriter::create(dir.path(), 0, 1_000_000, 1).unwrap();
+        let mut w = BlockWriter::create(dir.path(), 0, 1_000_000, 1, Vec::new()).unwrap();
         let a = Labels::from_pairs([("__name__", "cpu"), ("host", "a")]);
         let b = Labels::from_pairs([("__name__", "cpu"), ("host", "b")]);
         let samples: Vec<Sample> = (0..500)

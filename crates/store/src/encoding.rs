@@ -66,7 +66,10 @@ fn decimal_exponent(samples: &[Sample]) -> Option<u8> {
     }
     // A value exact at its own exponent is not always exact at a larger one
     // (binary rounding), so check the chosen one for all.
-    samples.iter().all(|s| to_mantissa(s.v, e).is_some()).then_some(e as u8)
+    samples
+        .iter()
+        .all(|s| to_mantissa(s.v, e).is_some())
+        .then_some(e as u8)
 }
 
 fn to_mantissa(v: f64, e: usize) -> Option<i64> {
@@ -86,7 +89,10 @@ fn encode_decimal(samples: &[Sample]) -> Option<Vec<u8>> {
         return None;
     }
     let e = decimal_exponent(samples)?;
-    let mantissas: Vec<i64> = samples.iter().map(|s| to_mantissa(s.v, e as usize)).collect::<Option<_>>()?;
+    let mantissas: Vec<i64> = samples
+        .iter()
+        .map(|s| to_mantissa(s.v, e as usize))
+        .collect::<Option<_>>()?;
     let times: Vec<i64> = samples.iter().map(|s| s.t).collect();
     let mut out = Vec::with_capacity(16 + samples.len() * 2);
     out.push(DECIMAL);
@@ -312,7 +318,10 @@ mod tests {
         // Three decimals, as most readings have.
         let samples: Vec<Sample> = walk(480, |r| (r % 2001) as f64 / 1000.0 - 1.0)
             .into_iter()
-            .map(|s| Sample { t: s.t, v: (s.v * 1000.0).round() / 1000.0 })
+            .map(|s| Sample {
+                t: s.t,
+                v: (s.v * 1000.0).round() / 1000.0,
+            })
             .collect();
         let bytes = roundtrip(&samples);
         assert_eq!(bytes[0], DECIMAL);
@@ -322,7 +331,12 @@ mod tests {
 
     #[test]
     fn constant_steps_pack_to_nothing() {
-        let samples: Vec<Sample> = (0..480).map(|i| Sample { t: i * 15_000, v: i as f64 }).collect();
+        let samples: Vec<Sample> = (0..480)
+            .map(|i| Sample {
+                t: i * 15_000,
+                v: i as f64,
+            })
+            .collect();
         let bytes = roundtrip(&samples);
         assert!(bytes.len() < 20, "{} bytes", bytes.len());
         roundtrip(&samples[..2]);
@@ -335,7 +349,10 @@ mod tests {
         let samples: Vec<Sample> = (0..480)
             .map(|i| {
                 total += 1000 + (i * 7919 % 13) as u64;
-                Sample { t: i as i64 * 15_000, v: total as f64 }
+                Sample {
+                    t: i as i64 * 15_000,
+                    v: total as f64,
+                }
             })
             .collect();
         let bytes = roundtrip(&samples);
@@ -347,14 +364,39 @@ mod tests {
     fn full_precision_and_special_values_fall_back_to_gorilla() {
         let samples = walk(100, |r| (r % 1_000_003) as f64 / 7.0 / 1e5);
         assert_eq!(roundtrip(&samples)[0], GORILLA);
-        let special = [f64::NAN, f64::INFINITY, -0.0, sonde_model::stale_nan(), 1e300, 5e-324];
+        let special = [
+            f64::NAN,
+            f64::INFINITY,
+            -0.0,
+            sonde_model::stale_nan(),
+            1e300,
+            5e-324,
+        ];
         for v in special {
             let s = vec![Sample { t: 1, v: 1.0 }, Sample { t: 2, v }];
             roundtrip(&s);
         }
         roundtrip(&[Sample { t: -5, v: 0.1 }]);
-        roundtrip(&[Sample { t: i64::MIN, v: 1.0 }, Sample { t: i64::MAX, v: -1.0 }]);
-        roundtrip(&[Sample { t: 0, v: 9007199254740991.0 }, Sample { t: 1, v: -9007199254740991.0 }]);
+        roundtrip(&[
+            Sample {
+                t: i64::MIN,
+                v: 1.0,
+            },
+            Sample {
+                t: i64::MAX,
+                v: -1.0,
+            },
+        ]);
+        roundtrip(&[
+            Sample {
+                t: 0,
+                v: 9007199254740991.0,
+            },
+            Sample {
+                t: 1,
+                v: -9007199254740991.0,
+            },
+        ]);
     }
 
     #[test]

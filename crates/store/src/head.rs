@@ -25,6 +25,9 @@ pub(crate) struct ClosedChunk {
 
 #[derive(Debug, Default)]
 pub(crate) struct SeriesData {
+    /// Set (under this lock) when the series is dropped from the index; a
+    /// writer holding a stale handle sees it and re-resolves the series.
+    pub removed: bool,
     closed: Vec<ClosedChunk>,
     open: ChunkEncoder,
     ooo_buf: Vec<Sample>,
@@ -58,10 +61,17 @@ impl SeriesData {
         }
     }
 
-    pub fn append(&mut self, t: i64, v: f64, min_ooo_t: i64) -> AppendOutcome {
+    /// Appends a sample. `min_valid` is the head's lower bound (everything
+    /// older is in blocks) and holds on every path; `window` is how far
+    /// behind the newest sample an out-of-order one may be.
+    pub fn append(&mut self, t: i64, v: f64, window: i64, min_valid: i64) -> AppendOutcome {
+        if t < min_valid {
+            return AppendOutcome::TooOld;
+        }
         // The open chunk is only empty before the first in-order sample: a
         // full chunk is replaced by a new one holding the next sample.
         let last = (self.open.count() > 0).then(|| (self.open.max_t(), self.open.last_v()));
+        let min_ooo_t = last.map_or(i64::MIN, |(max_t, _)| max_t.saturating_sub(window));
         match last {
             Some((max_t, last_v)) if t == max_t => {
                 if last_v.to_bits() == v.to_bits() {
@@ -104,7 +114,7 @@ impl SeriesData {
         }
     }
 
-    /// The stored value at exactly `t`, if any.
+    /// The stored value at exactly `t`, if any, wherever it is kept.
     fn find(&self, t: i64) -> Option<f64> {
         let in_chunk = |c: &ClosedChunk| {
             if c.min_t <= t && t <= c.max_t {
@@ -113,13 +123,14 @@ impl SeriesData {
                 None
             }
         };
-        if self.open.count() > 0 && self.open.min_t() <= t {
-            return self.open.iter().find(|s| s.t == t).map(|s| s.v);
-        }
+        let in_open = || {
+            (self.open.count() > 0 && self.open.min_t() <= t)
+                .then(|| self.open.iter().find(|s| s.t == t).map(|s| s.v))
+                .flatten()
+        };
         let i = self.closed.partition_point(|c| c.max_t < t);
-        self.closed
-            .get(i)
-            .and_then(in_chunk)
+        in_open()
+            .or_else(|| self.closed.get(i).and_then(in_chunk))
             .or_else(|| self.ooo_buf.iter().find(|s| s.t == t).map(|s| s.v))
             .or_else(|| self.ooo_chunks.iter().find_map(in_chunk))
     }
@@ -179,7 +190,7 @@ impl SeriesData {
         let idx = all.partition_point(|s| s.t < t);
         *self = SeriesData::new();
         for s in &all[idx..] {
-            self.append(s.t, s.v, i64::MIN);
+            self.append(s.t, s.v, i64::MAX, i64::MIN);
         }
         let mut all = all;
         all.truncate(idx);
@@ -402,23 +413,27 @@ impl Head {
         Ok(Ok(Self::insert(&mut index, series_ref, labels)))
     }
 
-    /// Recreates a series with a known ref during WAL replay.
-    pub fn restore(&self, series_ref: u64, labels: Labels) {
+    /// Recreates a series with a known ref during WAL replay. Returns the
+    /// ref of an existing series with the same labels, if there is one.
+    pub fn restore(&self, series_ref: u64, labels: Labels) -> Option<u64> {
         let pairs: Vec<(&str, &str)> = labels
             .iter()
             .map(|l| (l.name.as_str(), l.value.as_str()))
             .collect();
-        let labels = CompactLabels::from_pairs(pairs.iter().copied());
         let mut index = self.index.write();
-        if index.by_ref.contains_key(&series_ref)
-            || index
-                .find_pairs(pairs_hash(pairs.iter().copied()), &pairs)
-                .is_some()
-        {
-            return;
+        if let Some(existing) = index.find_pairs(pairs_hash(pairs.iter().copied()), &pairs) {
+            return (existing.series_ref != series_ref).then_some(existing.series_ref);
+        }
+        if index.by_ref.contains_key(&series_ref) {
+            return None;
         }
         self.next_ref.fetch_max(series_ref + 1, Ordering::Relaxed);
-        Self::insert(&mut index, series_ref, labels);
+        Self::insert(
+            &mut index,
+            series_ref,
+            CompactLabels::from_pairs(pairs.iter().copied()),
+        );
+        None
     }
 
     fn insert(index: &mut Index, series_ref: u64, labels: CompactLabels) -> Arc<MemSeries> {
@@ -481,15 +496,40 @@ impl Head {
         self.index.read().by_ref.contains_key(&series_ref)
     }
 
-    /// Drops series that hold no samples any more.
+    /// Drops series that hold no samples any more. Each is marked removed
+    /// under its own lock, so a writer that still holds it notices.
     pub fn gc_empty(&self) -> usize {
         let mut index = self.index.write();
-        let dead: Vec<Arc<MemSeries>> = index
-            .by_ref
-            .values()
-            .filter(|s| s.data.lock().is_empty())
-            .cloned()
-            .collect();
+        let mut dead: Vec<Arc<MemSeries>> = Vec::new();
+        for s in index.by_ref.values() {
+            let mut d = s.data.lock();
+            if d.is_empty() {
+                d.removed = true;
+                dead.push(s.clone());
+            }
+        }
+        if dead.is_empty() {
+            return 0;
+        }
+        let dead_refs: rustc_hash::FxHashSet<u64> = dead.iter().map(|s| s.series_ref).collect();
+        let mut touched: rustc_hash::FxHashSet<(&str, &str)> = Default::default();
+        for s in &dead {
+            touched.extend(s.labels.iter());
+        }
+        // One pass over each affected posting list, not one per dead series.
+        for (name, value) in touched {
+            if let Some(values) = index.postings.get_mut(name) {
+                if let Some(refs) = values.get_mut(value) {
+                    refs.retain(|r| !dead_refs.contains(r));
+                    if refs.is_empty() {
+                        values.remove(value);
+                    }
+                }
+                if values.is_empty() {
+                    index.postings.remove(name);
+                }
+            }
+        }
         for s in &dead {
             index.by_ref.remove(&s.series_ref);
             if let Ok(entry) = index
@@ -503,19 +543,6 @@ impl Head {
                 .get_mut(s.labels.get(METRIC_NAME).unwrap_or(""))
             {
                 *n = n.saturating_sub(1);
-            }
-            for (name, value) in s.labels.iter() {
-                if let Some(values) = index.postings.get_mut(name) {
-                    if let Some(refs) = values.get_mut(value) {
-                        refs.retain(|r| *r != s.series_ref);
-                        if refs.is_empty() {
-                            values.remove(value);
-                        }
-                    }
-                    if values.is_empty() {
-                        index.postings.remove(name);
-                    }
-                }
             }
         }
         dead.len()
@@ -611,35 +638,45 @@ mod tests {
         let mut d = SeriesData::new();
         for t in 0..300 {
             assert_eq!(
-                d.append(t * 10, t as f64, i64::MIN),
+                d.append(t * 10, t as f64, i64::MAX, i64::MIN),
                 AppendOutcome::Appended
             );
         }
-        assert_eq!(d.append(2990, 299.0, 0), AppendOutcome::Duplicate);
-        assert_eq!(d.append(2990, 1.0, 0), AppendOutcome::Conflict);
-        assert_eq!(d.append(5, 0.5, 0), AppendOutcome::Appended);
-        assert_eq!(d.append(-5, 0.5, 0), AppendOutcome::TooOld);
-        assert_eq!(d.append(10, 99.0, 0), AppendOutcome::Conflict);
-        assert_eq!(d.append(10, 1.0, 0), AppendOutcome::Duplicate);
-        assert_eq!(d.append(5, 0.5, 0), AppendOutcome::Duplicate);
+        assert_eq!(d.append(2990, 299.0, i64::MAX, 0), AppendOutcome::Duplicate);
+        assert_eq!(d.append(2990, 1.0, i64::MAX, 0), AppendOutcome::Conflict);
+        assert_eq!(d.append(5, 0.5, i64::MAX, 0), AppendOutcome::Appended);
+        assert_eq!(d.append(-5, 0.5, i64::MAX, 0), AppendOutcome::TooOld);
+        assert_eq!(d.append(10, 99.0, i64::MAX, 0), AppendOutcome::Conflict);
+        assert_eq!(d.append(10, 1.0, i64::MAX, 0), AppendOutcome::Duplicate);
+        assert_eq!(d.append(5, 0.5, i64::MAX, 0), AppendOutcome::Duplicate);
+        // The out-of-order buffer is searched too: retries do not pile up.
+        assert_eq!(d.append(7, 0.7, i64::MAX, 0), AppendOutcome::Appended);
+        assert_eq!(d.append(7, 0.7, i64::MAX, 0), AppendOutcome::Duplicate);
+        assert_eq!(d.append(7, 0.8, i64::MAX, 0), AppendOutcome::Conflict);
+        // The head's lower bound holds even for an empty series.
+        let mut fresh = SeriesData::new();
+        assert_eq!(fresh.append(5, 1.0, i64::MAX, 10), AppendOutcome::TooOld);
+        // And the window bounds how far back out-of-order samples go.
+        assert_eq!(d.append(2000, 1.0, 500, 0), AppendOutcome::TooOld);
         let got = d.samples(0, 20);
         assert_eq!(
             got,
             vec![
                 Sample { t: 0, v: 0.0 },
                 Sample { t: 5, v: 0.5 },
+                Sample { t: 7, v: 0.7 },
                 Sample { t: 10, v: 1.0 },
                 Sample { t: 20, v: 2.0 }
             ]
         );
-        assert_eq!(d.samples(i64::MIN, i64::MAX).len(), 301);
+        assert_eq!(d.samples(i64::MIN, i64::MAX).len(), 302);
     }
 
     #[test]
     fn split_keeps_later_samples() {
         let mut d = SeriesData::new();
         for t in 0..500 {
-            d.append(t, t as f64, i64::MIN);
+            d.append(t, t as f64, i64::MAX, i64::MIN);
         }
         let before = d.split_off_before(250);
         assert_eq!(before.len(), 250);

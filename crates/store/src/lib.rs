@@ -214,18 +214,22 @@ impl Store {
         let mut metadata = HashMap::new();
         let window = opts.out_of_order_window_ms;
         let mut replayed = 0u64;
+        // A series dropped by maintenance and created again has two refs in
+        // the WAL; samples of the newer ref go to the series of the older.
+        let mut aliases: HashMap<u64, u64> = HashMap::new();
         let wal = Wal::open(&dir.join("wal"), opts.fsync, |rec| match rec {
-            Record::Series { series_ref, labels } => head.restore(series_ref, labels),
+            Record::Series { series_ref, labels } => {
+                if let Some(existing) = head.restore(series_ref, labels) {
+                    aliases.insert(series_ref, existing);
+                }
+            }
             Record::Samples(samples) => {
                 let min_valid = head.min_valid_t();
                 for s in samples {
-                    if let Some(series) = head.get_by_ref(s.series_ref) {
+                    let series_ref = aliases.get(&s.series_ref).copied().unwrap_or(s.series_ref);
+                    if let Some(series) = head.get_by_ref(series_ref) {
                         let mut d = series.data.lock();
-                        let min_ooo = d
-                            .max_t()
-                            .map_or(i64::MIN, |m| m.saturating_sub(window))
-                            .max(min_valid);
-                        if d.append(s.t, s.v, min_ooo) == AppendOutcome::Appended {
+                        if d.append(s.t, s.v, window, min_valid) == AppendOutcome::Appended {
                             replayed += 1;
                         }
                     }
@@ -315,7 +319,7 @@ impl Store {
         };
         let mut wal_samples = Vec::with_capacity(batch.iter().map(|s| s.samples.len()).sum());
         let mut targets = Vec::with_capacity(batch.len());
-        for series in batch {
+        for (i, series) in batch.iter().enumerate() {
             if series.samples.is_empty() {
                 continue;
             }
@@ -386,50 +390,84 @@ impl Store {
                     valid.push(*s);
                 }
             }
-            targets.push((mem, valid));
+            targets.push((mem, valid, i));
         }
         self.wal.log_samples(&wal_samples)?;
-        let window = self.opts.out_of_order_window_ms;
-        for (mem, samples) in targets {
-            let mut d = mem.data.lock();
-            for s in samples {
-                // Read under the series lock: a block cut raises it first and
-                // then takes this lock, so nothing slips behind a cut.
-                let min_valid = self.head.min_valid_t();
-                let min_ooo = d
-                    .max_t()
-                    .map_or(i64::MIN, |m| m.saturating_sub(window))
-                    .max(min_valid);
-                match d.append(s.t, s.v, min_ooo) {
-                    AppendOutcome::Appended => report.accepted += 1,
-                    AppendOutcome::Duplicate => report.duplicates += 1,
-                    AppendOutcome::Conflict => {
-                        self.count_rejected(RejectReason::DuplicateTimestamp, 1);
-                        report.reject(RejectReason::DuplicateTimestamp, 1, || {
-                            format!(
-                                "sample of {} at {} has the timestamp of a stored sample with another value",
-                                mem.labels, s.t
-                            )
-                        });
-                    }
-                    AppendOutcome::TooOld => {
-                        self.count_rejected(RejectReason::TooOld, 1);
-                        report.reject(RejectReason::TooOld, 1, || {
-                            format!(
-                                "sample of {} at {} is out of order by more than the {}s window",
-                                mem.labels,
-                                s.t,
-                                window / 1000
-                            )
-                        });
-                    }
+        for (mut mem, samples, i) in targets {
+            loop {
+                let mut d = mem.data.lock();
+                if !d.removed {
+                    self.apply(&mem, &mut d, &samples, &mut report);
+                    break;
                 }
+                drop(d);
+                // Maintenance dropped this (empty) series between our lookup
+                // and now: create it again, and log the samples under its
+                // new ref, since the WAL may no longer know the old one.
+                mem = match self.head.get_or_create(
+                    &batch[i].labels,
+                    usize::MAX,
+                    usize::MAX,
+                    |series_ref, labels| self.wal.log_series(series_ref, labels),
+                )? {
+                    Ok(mem) => mem,
+                    Err(_) => break,
+                };
+                let again: Vec<RefSample> = samples
+                    .iter()
+                    .map(|s| RefSample {
+                        series_ref: mem.series_ref,
+                        t: s.t,
+                        v: s.v,
+                    })
+                    .collect();
+                self.wal.log_samples(&again)?;
             }
         }
         self.stats
             .samples_appended
             .fetch_add(report.accepted, Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// Appends one series' samples under its lock.
+    fn apply(
+        &self,
+        mem: &head::MemSeries,
+        d: &mut head::SeriesData,
+        samples: &[Sample],
+        report: &mut AppendReport,
+    ) {
+        let window = self.opts.out_of_order_window_ms;
+        for s in samples {
+            // Read under the series lock: a block cut raises it first and
+            // then takes this lock, so nothing slips behind a cut.
+            let min_valid = self.head.min_valid_t();
+            match d.append(s.t, s.v, window, min_valid) {
+                AppendOutcome::Appended => report.accepted += 1,
+                AppendOutcome::Duplicate => report.duplicates += 1,
+                AppendOutcome::Conflict => {
+                    self.count_rejected(RejectReason::DuplicateTimestamp, 1);
+                    report.reject(RejectReason::DuplicateTimestamp, 1, || {
+                        format!(
+                            "sample of {} at {} has the timestamp of a stored sample with another value",
+                            mem.labels, s.t
+                        )
+                    });
+                }
+                AppendOutcome::TooOld => {
+                    self.count_rejected(RejectReason::TooOld, 1);
+                    report.reject(RejectReason::TooOld, 1, || {
+                        format!(
+                            "sample of {} at {} is older than the head accepts (out-of-order window {}s, or already persisted)",
+                            mem.labels,
+                            s.t,
+                            window / 1000
+                        )
+                    });
+                }
+            }
+        }
     }
 
     fn count_rejected(&self, reason: RejectReason, n: u64) {
@@ -469,6 +507,19 @@ impl Store {
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>> {
         let mut merged: HashMap<Labels, Vec<Sample>> = HashMap::new();
         let mut sources: HashMap<Labels, u32> = HashMap::new();
+        // Head first, then blocks: a cut that runs in between moves data from
+        // the head into a new block, which the second read then sees (the
+        // merge below removes what both returned). The other order could
+        // miss the cut range entirely.
+        for s in self.head.matching(matchers) {
+            let samples = s.data.lock().samples(mint, maxt);
+            if samples.is_empty() {
+                continue;
+            }
+            let labels = s.labels.to_labels();
+            *sources.entry(labels.clone()).or_default() += 1;
+            merged.entry(labels).or_default().extend(samples);
+        }
         let blocks: Vec<Arc<Block>> = self.blocks.read().clone();
         for b in blocks
             .iter()
@@ -478,15 +529,6 @@ impl Store {
                 *sources.entry(labels.clone()).or_default() += 1;
                 merged.entry(labels).or_default().extend(samples);
             }
-        }
-        for s in self.head.matching(matchers) {
-            let samples = s.data.lock().samples(mint, maxt);
-            if samples.is_empty() {
-                continue;
-            }
-            let labels = s.labels.to_labels();
-            *sources.entry(labels.clone()).or_default() += 1;
-            merged.entry(labels).or_default().extend(samples);
         }
         let mut out: Vec<Series> = merged
             .into_iter()
@@ -657,7 +699,7 @@ impl Store {
             .map(|s| (s.labels.to_labels(), s))
             .collect();
         series.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut w = BlockWriter::create(&self.dir.join("blocks"), start, end, 1)?;
+        let mut w = BlockWriter::create(&self.dir.join("blocks"), start, end, 1, Vec::new())?;
         for (labels, s) in &series {
             let samples = s.data.lock().samples(start, end - 1);
             w.add_series(labels, &samples)?;
@@ -715,7 +757,8 @@ impl Store {
                     .collect()
             })
             .collect();
-        let mut w = BlockWriter::create(&self.dir.join("blocks"), start, end, level)?;
+        let sources = group.iter().map(|b| b.name()).collect();
+        let mut w = BlockWriter::create(&self.dir.join("blocks"), start, end, level, sources)?;
         for labels in all_labels {
             let mut samples = Vec::new();
             for (b, idx) in group.iter().zip(&indexes) {
@@ -780,20 +823,18 @@ impl Store {
 }
 
 /// A crash between writing a merged block and deleting its sources leaves
-/// both; the merged block wins and the sources are removed.
+/// both; the merged block, which names its sources, wins.
 fn drop_overlapped_sources(blocks: &mut Vec<Arc<Block>>) {
-    let merged: Vec<(i64, i64, u32)> = blocks
+    let replaced: std::collections::HashSet<String> = blocks
         .iter()
-        .map(|b| (b.meta.min_t, b.meta.max_t, b.meta.level))
+        .flat_map(|b| b.sources.iter().cloned())
         .collect();
     blocks.retain(|b| {
-        let covered = merged.iter().any(|&(min, max, level)| {
-            level > b.meta.level && min <= b.meta.min_t && max >= b.meta.max_t
-        });
-        if covered {
+        let gone = replaced.contains(&b.name());
+        if gone {
             let _ = fs::remove_dir_all(&b.dir);
         }
-        !covered
+        !gone
     });
 }
 

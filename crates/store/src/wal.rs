@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use sonde_model::{Labels, MetricMetadata, MetricType};
 
-use crate::Result;
+use crate::{Error, Result};
 
 const SEGMENT_MAX_BYTES: u64 = 128 << 20;
 const REC_SERIES: u8 = 1;
@@ -59,6 +59,9 @@ struct Active {
     seq: u64,
     size: u64,
     dirty: bool,
+    /// Set when a failed write could not be cut off again: appending after
+    /// garbage would make later records unreadable, so writes stop.
+    poisoned: bool,
 }
 
 pub struct Wal {
@@ -166,6 +169,7 @@ impl Wal {
                 seq,
                 size,
                 dirty: false,
+                poisoned: false,
             }),
             bytes: AtomicU64::new(dir_size(dir)),
         })
@@ -174,7 +178,9 @@ impl Wal {
     pub fn log_series(&self, series_ref: u64, labels: &Labels) -> Result<()> {
         let mut buf = Vec::with_capacity(64);
         encode_series(&mut buf, series_ref, labels);
-        self.write(&buf)
+        // No fsync of its own: the samples record that follows in the same
+        // file is synced, and that covers this one too.
+        self.write(&buf, false)
     }
 
     pub fn log_samples(&self, samples: &[RefSample]) -> Result<()> {
@@ -183,30 +189,44 @@ impl Wal {
         }
         let mut buf = Vec::with_capacity(HEADER_LEN + samples.len() * 14);
         encode_samples(&mut buf, samples);
-        self.write(&buf)
+        self.write(&buf, true)
     }
 
     pub fn log_metadata(&self, meta: &MetricMetadata) -> Result<()> {
         let mut buf = Vec::new();
-        frame(&mut buf, REC_METADATA, |p| {
-            put_str(p, &meta.metric);
-            put_str(p, meta.kind.as_str());
-            put_str(p, &meta.help);
-            put_str(p, &meta.unit);
-        });
-        self.write(&buf)
+        encode_metadata(&mut buf, meta);
+        self.write(&buf, true)
     }
 
-    fn write(&self, framed: &[u8]) -> Result<()> {
+    fn write(&self, framed: &[u8], sync: bool) -> Result<()> {
         let mut active = self.active.lock();
+        if active.poisoned {
+            return Err(std::io::Error::other(
+                "the WAL failed earlier and accepts no writes until restart",
+            )
+            .into());
+        }
         if active.size > 0 && active.size + framed.len() as u64 > SEGMENT_MAX_BYTES {
             self.rotate(&mut active)?;
         }
-        active.file.write_all(framed)?;
+        if let Err(e) = active.file.write_all(framed) {
+            // A short write leaves a torn record; cut it off so the records
+            // written after it stay readable, or stop writing altogether.
+            let size = active.size;
+            if active.file.set_len(size).is_err() {
+                active.poisoned = true;
+            }
+            return Err(e.into());
+        }
         active.size += framed.len() as u64;
         self.bytes.fetch_add(framed.len() as u64, Ordering::Relaxed);
-        if self.policy == FsyncPolicy::Always {
-            active.file.sync_data()?;
+        if sync && self.policy == FsyncPolicy::Always {
+            if let Err(e) = active.file.sync_data() {
+                // After a failed fsync the kernel may have dropped the dirty
+                // pages: nothing written since can be trusted to be durable.
+                active.poisoned = true;
+                return Err(e.into());
+            }
         } else {
             active.dirty = true;
         }
@@ -226,16 +246,27 @@ impl Wal {
             seq,
             size: 0,
             dirty: false,
+            poisoned: false,
         };
         Ok(())
     }
 
     /// Flushes to stable storage if anything was written since the last sync.
+    /// Flushes to stable storage if anything was written since the last
+    /// sync. The fsync runs on a second handle, outside the append lock, so
+    /// writers do not stall behind it.
     pub fn sync(&self) -> Result<()> {
-        let mut active = self.active.lock();
-        if active.dirty {
-            active.file.sync_data()?;
+        let file = {
+            let mut active = self.active.lock();
+            if !active.dirty {
+                return Ok(());
+            }
             active.dirty = false;
+            active.file.try_clone()?
+        };
+        if let Err(e) = file.sync_data() {
+            self.active.lock().poisoned = true;
+            return Err(e.into());
         }
         Ok(())
     }
@@ -256,6 +287,7 @@ impl Wal {
         };
         let old_checkpoint = find_checkpoint(&self.dir)?;
         let mut out = Vec::new();
+        let mut metadata: std::collections::BTreeMap<String, MetricMetadata> = Default::default();
         let mut keep = |rec: Record| match rec {
             Record::Series { series_ref, labels } if keep_series(series_ref) => {
                 encode_series(&mut out, series_ref, &labels)
@@ -269,23 +301,35 @@ impl Wal {
                     encode_samples(&mut out, &kept);
                 }
             }
-            Record::Metadata(m) => frame(&mut out, REC_METADATA, |p| {
-                put_str(p, &m.metric);
-                put_str(p, m.kind.as_str());
-                put_str(p, &m.help);
-                put_str(p, &m.unit);
-            }),
+            // Only the latest metadata of each metric is carried forward.
+            Record::Metadata(m) => {
+                metadata.insert(m.metric.clone(), m);
+            }
             Record::Series { .. } => {}
         };
         if let Some((_, path)) = &old_checkpoint {
-            decode_all(&fs::read(path)?, &mut keep);
+            if let (_, Some(err)) = decode_all(&fs::read(path)?, &mut keep) {
+                return Err(Error::Corrupt(format!(
+                    "wal checkpoint {}: {err}; not truncating",
+                    path.display()
+                )));
+            }
         }
         let segments: Vec<u64> = list_segments(&self.dir)?
             .into_iter()
             .filter(|s| *s <= last_closed)
             .collect();
         for &seq in &segments {
-            decode_all(&fs::read(self.dir.join(segment_name(seq)))?, &mut keep);
+            let path = self.dir.join(segment_name(seq));
+            if let (_, Some(err)) = decode_all(&fs::read(&path)?, &mut keep) {
+                return Err(Error::Corrupt(format!(
+                    "wal segment {}: {err}; not truncating",
+                    path.display()
+                )));
+            }
+        }
+        for m in metadata.values() {
+            encode_metadata(&mut out, m);
         }
         let tmp = self.dir.join("checkpoint.tmp");
         {
@@ -323,6 +367,15 @@ fn frame(out: &mut Vec<u8>, kind: u8, payload: impl FnOnce(&mut Vec<u8>)) {
     let crc = crc32fast::hash(body);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn encode_metadata(out: &mut Vec<u8>, meta: &MetricMetadata) {
+    frame(out, REC_METADATA, |p| {
+        put_str(p, &meta.metric);
+        put_str(p, meta.kind.as_str());
+        put_str(p, &meta.help);
+        put_str(p, &meta.unit);
+    });
 }
 
 fn encode_series(out: &mut Vec<u8>, series_ref: u64, labels: &Labels) {
