@@ -24,6 +24,8 @@ pub enum Error {
     InvalidLabelName(String),
     #[error("series without a metric name")]
     MissingMetricName,
+    #[error("decompressed body would be larger than the limit of {0} bytes; send smaller batches")]
+    TooLarge(usize),
     #[error("duplicate label name {0:?} in one series")]
     DuplicateLabel(String),
 }
@@ -35,9 +37,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct MetricsBatch {
     pub series: Vec<Series>,
     pub metadata: Vec<MetricMetadata>,
+    /// Data points dropped while decoding (invalid, duplicate deltas).
+    pub rejected_points: u64,
+    /// Why the first of them was dropped.
+    pub first_rejection: Option<String>,
 }
 
 impl MetricsBatch {
+    pub fn reject(&mut self, why: impl FnOnce() -> String) {
+        self.rejected_points += 1;
+        if self.first_rejection.is_none() {
+            self.first_rejection = Some(why());
+        }
+    }
+
     pub fn num_samples(&self) -> usize {
         self.series.iter().map(|s| s.samples.len()).sum()
     }

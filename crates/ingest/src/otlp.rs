@@ -33,6 +33,11 @@ const FLAG_NO_RECORDED_VALUE: u32 = 1;
 /// counter reset to `rate()`, which handles it, so memory stays bounded.
 const MAX_DELTA_STATE: usize = 1_000_000;
 
+/// Attributes of one data point (with its resource and scope) beyond which
+/// the point is dropped: no series could hold that many labels, and this
+/// bounds the work an adversarial request can cause.
+pub const MAX_ATTRIBUTES: usize = 256;
+
 pub fn decode_proto(body: &[u8]) -> Result<ExportMetricsServiceRequest> {
     ExportMetricsServiceRequest::decode(body).map_err(|e| Error::Protobuf(e.to_string()))
 }
@@ -44,7 +49,8 @@ pub fn decode_json(body: &[u8]) -> Result<ExportMetricsServiceRequest> {
 /// Converts OTLP metrics; holds the running sums for delta temporality.
 #[derive(Default)]
 pub struct MetricsConverter {
-    delta_sums: Mutex<HashMap<Labels, f64>>,
+    /// Per delta stream: timestamp of the last point applied, running total.
+    delta_sums: Mutex<HashMap<Labels, (i64, f64)>>,
 }
 
 struct Out<'a> {
@@ -61,6 +67,7 @@ impl Out<'_> {
                 self.batch.series.push(Series {
                     labels,
                     samples: vec![Sample { t, v }],
+                    histograms: Vec::new(),
                 });
             }
         }
@@ -175,186 +182,225 @@ impl MetricsConverter {
                 (nanos / 1_000_000) as i64
             }
         };
-        let mut latest = None;
-        let mut seen = |t: i64| latest = Some(latest.map_or(t, |l: i64| l.max(t)));
-        let series_labels = |attrs: &[KeyValue], metric: &str, extra: Option<(&str, String)>| {
+        let mut latest: Option<i64> = None;
+        let is_delta = |temporality: i32| temporality == AggregationTemporality::Delta as i32;
+        // The labels shared by every series of a data point, built once.
+        let point_base = |attrs: &[KeyValue]| -> Option<LabelsBuilder> {
+            if attrs.len() + scoped.len() > MAX_ATTRIBUTES {
+                return None;
+            }
             let mut b = scoped.clone();
             add_attributes(&mut b, attrs.iter());
-            if let Some((k, v)) = extra {
-                b.set(k, v);
-            }
-            b.set(sonde_model::METRIC_NAME, metric);
-            b.build()
+            Some(b)
         };
-        let delta = |temporality: i32| temporality == AggregationTemporality::Delta as i32;
+        let too_many =
+            || format!("a data point of {name} has more than {MAX_ATTRIBUTES} attributes; dropped");
+        let mut points: Vec<(i64, Vec<(Labels, f64)>, bool)> = Vec::new();
         match data {
             metric::Data::Gauge(g) => {
                 for p in &g.data_points {
-                    let t = ts(p.time_unix_nano);
-                    seen(t);
-                    out.push(
-                        series_labels(&p.attributes, &name, None),
-                        t,
-                        number_value(p.value, p.flags),
-                    );
+                    let Some(base) = point_base(&p.attributes) else {
+                        out.batch.reject(too_many);
+                        continue;
+                    };
+                    let Some(v) = number_value(p.value, p.flags) else {
+                        out.batch
+                            .reject(|| format!("a data point of {name} has no value; dropped"));
+                        continue;
+                    };
+                    points.push((
+                        ts(p.time_unix_nano),
+                        vec![(with_name(&base, &name, None), v)],
+                        false,
+                    ));
                 }
             }
             metric::Data::Sum(s) => {
+                let delta = is_delta(s.aggregation_temporality);
+                if delta && !s.is_monotonic {
+                    // A delta of a quantity that goes up and down has no
+                    // cumulative form without its starting value.
+                    out.batch.reject(|| format!("{name} is a non-monotonic sum with delta temporality, which cannot be stored cumulatively; dropped"));
+                    return None;
+                }
                 for p in &s.data_points {
-                    let t = ts(p.time_unix_nano);
-                    seen(t);
-                    let labels = series_labels(&p.attributes, &name, None);
-                    let mut v = number_value(p.value, p.flags);
-                    if delta(s.aggregation_temporality) && !sonde_model::is_stale_nan(v) {
-                        v = self.accumulate(&labels, v);
-                    }
-                    out.push(labels, t, v);
+                    let Some(base) = point_base(&p.attributes) else {
+                        out.batch.reject(too_many);
+                        continue;
+                    };
+                    let Some(v) = number_value(p.value, p.flags) else {
+                        out.batch
+                            .reject(|| format!("a data point of {name} has no value; dropped"));
+                        continue;
+                    };
+                    let stale = sonde_model::is_stale_nan(v);
+                    points.push((
+                        ts(p.time_unix_nano),
+                        vec![(with_name(&base, &name, None), v)],
+                        delta && !stale,
+                    ));
                 }
             }
             metric::Data::Histogram(h) => {
                 for p in &h.data_points {
-                    let t = ts(p.time_unix_nano);
-                    seen(t);
-                    let stale = p.flags & FLAG_NO_RECORDED_VALUE != 0;
-                    let is_delta = delta(h.aggregation_temporality);
-                    let mut emit = |labels: Labels, v: f64| {
-                        let v = if stale {
-                            stale_nan()
-                        } else if is_delta {
-                            self.accumulate(&labels, v)
-                        } else {
-                            v
-                        };
-                        out.push(labels, t, v);
+                    let Some(base) = point_base(&p.attributes) else {
+                        out.batch.reject(too_many);
+                        continue;
                     };
+                    let bucket = format!("{name}_bucket");
+                    let mut series = Vec::with_capacity(p.bucket_counts.len() + 3);
                     let mut cumulative = 0u64;
                     for (i, count) in p.bucket_counts.iter().enumerate() {
-                        cumulative += count;
+                        cumulative = cumulative.saturating_add(*count);
                         let le = p
                             .explicit_bounds
                             .get(i)
                             .map_or("+Inf".to_string(), |b| format_le(*b));
-                        emit(
-                            series_labels(
-                                &p.attributes,
-                                &format!("{name}_bucket"),
-                                Some(("le", le)),
-                            ),
+                        series.push((
+                            with_name(&base, &bucket, Some(("le", le))),
                             cumulative as f64,
-                        );
+                        ));
                     }
                     if p.bucket_counts.is_empty() {
-                        emit(
-                            series_labels(
-                                &p.attributes,
-                                &format!("{name}_bucket"),
-                                Some(("le", "+Inf".into())),
-                            ),
+                        series.push((
+                            with_name(&base, &bucket, Some(("le", "+Inf".into()))),
                             p.count as f64,
-                        );
+                        ));
                     }
                     if let Some(sum) = p.sum {
-                        emit(
-                            series_labels(&p.attributes, &format!("{name}_sum"), None),
-                            sum,
-                        );
+                        series.push((with_name(&base, &format!("{name}_sum"), None), sum));
                     }
-                    emit(
-                        series_labels(&p.attributes, &format!("{name}_count"), None),
+                    series.push((
+                        with_name(&base, &format!("{name}_count"), None),
                         p.count as f64,
-                    );
+                    ));
+                    let stale = p.flags & FLAG_NO_RECORDED_VALUE != 0;
+                    mark_stale(&mut series, stale);
+                    points.push((
+                        ts(p.time_unix_nano),
+                        series,
+                        is_delta(h.aggregation_temporality) && !stale,
+                    ));
                 }
             }
             metric::Data::ExponentialHistogram(h) => {
                 for p in &h.data_points {
-                    let t = ts(p.time_unix_nano);
-                    seen(t);
-                    let stale = p.flags & FLAG_NO_RECORDED_VALUE != 0;
-                    let is_delta = delta(h.aggregation_temporality);
-                    let mut emit = |labels: Labels, v: f64| {
-                        let v = if stale {
-                            stale_nan()
-                        } else if is_delta {
-                            self.accumulate(&labels, v)
-                        } else {
-                            v
-                        };
-                        out.push(labels, t, v);
+                    let Some(base) = point_base(&p.attributes) else {
+                        out.batch.reject(too_many);
+                        continue;
                     };
-                    for (le, count) in exponential_to_classic(p) {
-                        emit(
-                            series_labels(
-                                &p.attributes,
-                                &format!("{name}_bucket"),
-                                Some(("le", le)),
-                            ),
-                            count,
-                        );
-                    }
+                    let bucket = format!("{name}_bucket");
+                    let mut series: Vec<(Labels, f64)> = exponential_to_classic(p)
+                        .into_iter()
+                        .map(|(le, count)| (with_name(&base, &bucket, Some(("le", le))), count))
+                        .collect();
                     if let Some(sum) = p.sum {
-                        emit(
-                            series_labels(&p.attributes, &format!("{name}_sum"), None),
-                            sum,
-                        );
+                        series.push((with_name(&base, &format!("{name}_sum"), None), sum));
                     }
-                    emit(
-                        series_labels(&p.attributes, &format!("{name}_count"), None),
+                    series.push((
+                        with_name(&base, &format!("{name}_count"), None),
                         p.count as f64,
-                    );
+                    ));
+                    let stale = p.flags & FLAG_NO_RECORDED_VALUE != 0;
+                    mark_stale(&mut series, stale);
+                    points.push((
+                        ts(p.time_unix_nano),
+                        series,
+                        is_delta(h.aggregation_temporality) && !stale,
+                    ));
                 }
             }
             metric::Data::Summary(s) => {
                 for p in &s.data_points {
-                    let t = ts(p.time_unix_nano);
-                    seen(t);
-                    let stale = p.flags & FLAG_NO_RECORDED_VALUE != 0;
-                    let val = |v: f64| if stale { stale_nan() } else { v };
-                    for q in &p.quantile_values {
-                        out.push(
-                            series_labels(
-                                &p.attributes,
-                                &name,
-                                Some(("quantile", format_le(q.quantile))),
-                            ),
-                            t,
-                            val(q.value),
-                        );
-                    }
-                    out.push(
-                        series_labels(&p.attributes, &format!("{name}_sum"), None),
-                        t,
-                        val(p.sum),
-                    );
-                    out.push(
-                        series_labels(&p.attributes, &format!("{name}_count"), None),
-                        t,
-                        val(p.count as f64),
-                    );
+                    let Some(base) = point_base(&p.attributes) else {
+                        out.batch.reject(too_many);
+                        continue;
+                    };
+                    let mut series: Vec<(Labels, f64)> = p
+                        .quantile_values
+                        .iter()
+                        .map(|q| {
+                            (
+                                with_name(&base, &name, Some(("quantile", format_le(q.quantile)))),
+                                q.value,
+                            )
+                        })
+                        .collect();
+                    series.push((with_name(&base, &format!("{name}_sum"), None), p.sum));
+                    series.push((
+                        with_name(&base, &format!("{name}_count"), None),
+                        p.count as f64,
+                    ));
+                    mark_stale(&mut series, p.flags & FLAG_NO_RECORDED_VALUE != 0);
+                    points.push((ts(p.time_unix_nano), series, false));
                 }
+            }
+        }
+        for (t, mut series, delta) in points {
+            if delta && !self.accumulate(&mut series, t) {
+                out.batch.reject(|| format!("a delta point of {name} at {t} repeats or precedes one already applied; dropped"));
+                continue;
+            }
+            latest = Some(latest.map_or(t, |l| l.max(t)));
+            for (labels, v) in series {
+                out.push(labels, t, v);
             }
         }
         latest
     }
 
-    fn accumulate(&self, labels: &Labels, delta: f64) -> f64 {
+    /// Turns the deltas of one point (all its series) into running totals.
+    /// A point not newer than the last one applied to its stream is a retry
+    /// or a reordering: applying it twice would double-count, so it is
+    /// refused (returns false) and nothing changes.
+    fn accumulate(&self, series: &mut [(Labels, f64)], t: i64) -> bool {
         let mut sums = self.delta_sums.lock();
-        if sums.len() >= MAX_DELTA_STATE && !sums.contains_key(labels) {
+        if series
+            .iter()
+            .any(|(l, _)| sums.get(l).is_some_and(|(last_t, _)| *last_t >= t))
+        {
+            return false;
+        }
+        if sums.len() + series.len() > MAX_DELTA_STATE {
             sums.clear();
         }
-        let total = sums.entry(labels.clone()).or_insert(0.0);
-        *total += delta;
-        *total
+        for (labels, v) in series.iter_mut() {
+            let entry = sums.entry(labels.clone()).or_insert((t, 0.0));
+            entry.0 = t;
+            entry.1 += *v;
+            *v = entry.1;
+        }
+        true
     }
 }
 
-fn number_value(v: Option<number_data_point::Value>, flags: u32) -> f64 {
+fn with_name(base: &LabelsBuilder, metric: &str, extra: Option<(&str, String)>) -> Labels {
+    let mut b = base.clone();
+    if let Some((k, v)) = extra {
+        b.set(k, v);
+    }
+    b.set(sonde_model::METRIC_NAME, metric);
+    b.build()
+}
+
+fn mark_stale(series: &mut [(Labels, f64)], stale: bool) {
+    if stale {
+        for (_, v) in series {
+            *v = stale_nan();
+        }
+    }
+}
+
+/// The point's value; a point flagged "no recorded value" marks the series
+/// stale; a point without a value and without that flag is invalid.
+fn number_value(v: Option<number_data_point::Value>, flags: u32) -> Option<f64> {
     if flags & FLAG_NO_RECORDED_VALUE != 0 {
-        return stale_nan();
+        return Some(stale_nan());
     }
     match v {
-        Some(number_data_point::Value::AsDouble(d)) => d,
-        Some(number_data_point::Value::AsInt(i)) => i as f64,
-        None => stale_nan(),
+        Some(number_data_point::Value::AsDouble(d)) => Some(d),
+        Some(number_data_point::Value::AsInt(i)) => Some(i as f64),
+        None => None,
     }
 }
 
@@ -379,16 +425,20 @@ fn exponential_to_classic(
         let mut by_pow2: std::collections::BTreeMap<i64, u64> = Default::default();
         for (i, c) in pos.bucket_counts.iter().enumerate() {
             let index = pos.offset as i64 + i as i64;
-            let upper_pow2 = if p.scale >= 0 {
+            // The spec bounds scale to -10..=20; clamping keeps hostile
+            // values from overflowing the shifts.
+            let scale = p.scale.clamp(-10, 20);
+            let upper_pow2 = if scale >= 0 {
                 // Several fine buckets share one power-of-two upper bound.
-                (index + 1 + (1i64 << p.scale.min(20)) - 1).div_euclid(1i64 << p.scale.min(20))
+                (index + 1 + (1i64 << scale) - 1).div_euclid(1i64 << scale)
             } else {
-                (index + 1) << (-p.scale).min(20)
+                (index + 1).saturating_mul(1i64 << -scale)
             };
-            *by_pow2.entry(upper_pow2).or_default() += c;
+            let slot = by_pow2.entry(upper_pow2).or_default();
+            *slot = slot.saturating_add(*c);
         }
         for (pow, c) in by_pow2 {
-            cumulative += c;
+            cumulative = cumulative.saturating_add(c);
             out.push((
                 format_le(2f64.powi(pow.clamp(-1074, 1023) as i32)),
                 cumulative as f64,

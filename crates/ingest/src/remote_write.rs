@@ -66,6 +66,16 @@ pub struct WriteBatch<'a> {
 
 /// Undoes the snappy (block format) compression of a remote-write body.
 pub fn decompress(body: &[u8]) -> Result<Vec<u8>> {
+    decompress_limited(body, usize::MAX)
+}
+
+/// As [`decompress`], refusing bodies that would inflate past `limit`
+/// before allocating anything: the length is declared in snappy's header.
+pub fn decompress_limited(body: &[u8], limit: usize) -> Result<Vec<u8>> {
+    let len = snap::raw::decompress_len(body).map_err(|e| Error::Snappy(e.to_string()))?;
+    if len > limit {
+        return Err(Error::TooLarge(limit));
+    }
     snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| Error::Snappy(e.to_string()))
@@ -82,9 +92,11 @@ pub fn decode(body: &[u8]) -> Result<MetricsBatch> {
             .map(|v| Series {
                 labels: v.to_labels(),
                 samples: v.samples.clone(),
+                histograms: Vec::new(),
             })
             .collect(),
         metadata: batch.metadata,
+        ..MetricsBatch::default()
     })
 }
 
@@ -139,6 +151,8 @@ fn decode_series(buf: &[u8]) -> Result<SeriesView<'_>> {
             _ => r.skip(wire)?,
         }
     }
+    // Sorted once, duplicates are neighbours: linear, whatever the count.
+    labels.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut has_name = false;
     for (i, &(name, value)) in labels.iter().enumerate() {
         if name == sonde_model::METRIC_NAME {
@@ -149,7 +163,7 @@ fn decode_series(buf: &[u8]) -> Result<SeriesView<'_>> {
         } else if !is_valid_label_name(name) {
             return Err(Error::InvalidLabelName(name.to_string()));
         }
-        if labels[..i].iter().any(|p| p.0 == name) {
+        if i > 0 && labels[i - 1].0 == name {
             return Err(Error::DuplicateLabel(name.to_string()));
         }
     }
@@ -362,6 +376,7 @@ mod tests {
         let s = Series {
             labels: Labels::from_pairs([("__name__", "up"), ("job", "x")]),
             samples: vec![Sample { t: 5, v: 1.5 }],
+            histograms: Vec::new(),
         };
         let got = decode(&encode(std::slice::from_ref(&s))).unwrap();
         assert_eq!(got.series, vec![s]);

@@ -158,6 +158,14 @@ impl LabelsBuilder {
         self
     }
 
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
     pub fn remove(&mut self, name: &str) -> &mut Self {
         self.labels.retain(|l| l.name != name);
         self

@@ -3,11 +3,16 @@
 //! Wire formats (OTLP, remote write, JSON) are converted to these types at the
 //! edges, in `sonde-ingest`; storage and query only ever see these.
 
+mod histogram;
 mod labels;
 mod matcher;
 
 pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
 
+pub use histogram::{
+    collapse_buckets, expand_buckets, exponential_bound, Bucket, CounterResetHint, FloatHistogram,
+    HistogramError, HistogramSample, Span, CUSTOM_BUCKETS_SCHEMA,
+};
 pub use matcher::{MatchOp, Matcher};
 
 /// Milliseconds since the Unix epoch: the Prometheus time unit, used for every
@@ -34,10 +39,16 @@ pub fn is_stale_nan(v: f64) -> bool {
 }
 
 /// A series with its samples, as written by ingest and read by query.
+///
+/// Float and native histogram samples are kept apart, each sorted by time
+/// (a series may switch between the two, never holding both at one time).
+/// The store does not persist histograms yet, so only in-memory sources
+/// fill `histograms`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    pub histograms: Vec<HistogramSample>,
 }
 
 /// A series borrowed from a decode buffer: label pairs sorted by name with

@@ -11,8 +11,9 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 use sonde_model::{Labels, METRIC_NAME};
 
 use crate::engine::Evaluator;
+use crate::native::{histogram_string as native_string, HistAcc};
 use crate::over_time::{kahan_inc, quantile};
-use crate::value::{exec_err, format_value, Elem, Fnv, Result, StepValue};
+use crate::value::{exec_err, format_value, Elem, Fnv, Hist, Result, StepValue};
 
 /// `by`/`without` grouping of an aggregation.
 struct Grouping<'g> {
@@ -71,6 +72,9 @@ pub(crate) fn eval_aggregate(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> 
                 return exec_err("count_values needs a label name parameter");
             };
             let label = ev.eval_string(p, ts)?;
+            if let Some(quoted) = ev.invalid_strings.get(&label) {
+                return exec_err(format!("invalid label name {quoted}"));
+            }
             count_values(input, &grouping, &label, ts)?
         }
         T_TOPK | T_BOTTOMK | T_LIMITK | T_LIMIT_RATIO => {
@@ -102,9 +106,38 @@ struct Group {
     incremental_mean: bool,
     values: Vec<f64>,
     drop_name: bool,
+    has_float: bool,
+    /// Sum or mean of the group's native histograms (sum and avg only).
+    hist: Option<HistAcc>,
 }
 
-fn aggregate(op: u16, input: Vec<Elem>, g: &Grouping<'_>, q: f64, ts: i64) -> Result<Vec<Elem>> {
+impl Group {
+    /// Takes one sample into the histogram sum, or notes a float one.
+    fn note(&mut self, h: Option<&Hist>, mean: bool) {
+        let Some(h) = h else {
+            self.has_float = true;
+            return;
+        };
+        match &mut self.hist {
+            None => self.hist = Some(HistAcc::new(h)),
+            Some(acc) => acc.add(h, mean),
+        }
+    }
+}
+
+fn aggregate(
+    op: u16,
+    mut input: Vec<Elem>,
+    g: &Grouping<'_>,
+    q: f64,
+    ts: i64,
+) -> Result<Vec<Elem>> {
+    // These read floats only; histogram samples are ignored, and groups
+    // without floats produce nothing.
+    if matches!(op, T_MIN | T_MAX | T_STDDEV | T_STDVAR | T_QUANTILE) {
+        input.retain(|e| e.h.is_none());
+    }
+    let sums_histograms = matches!(op, T_SUM | T_AVG);
     let mut index: HashMap<u64, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     for el in &input {
@@ -122,6 +155,9 @@ fn aggregate(op: u16, input: Vec<Elem>, g: &Grouping<'_>, q: f64, ts: i64) -> Re
                     drop_name: el.drop_name,
                     ..Group::default()
                 };
+                if sums_histograms {
+                    group.note(el.h.as_ref(), op == T_AVG);
+                }
                 match op {
                     T_STDDEV | T_STDVAR => {
                         group.value = if f.is_finite() { 0.0 } else { f64::NAN };
@@ -138,6 +174,9 @@ fn aggregate(op: u16, input: Vec<Elem>, g: &Grouping<'_>, q: f64, ts: i64) -> Re
             continue;
         };
         group.drop_name |= el.drop_name;
+        if sums_histograms {
+            group.note(el.h.as_ref(), op == T_AVG);
+        }
         match op {
             T_SUM => {
                 (group.value, group.kahan_c) = kahan_inc(f, group.value, group.kahan_c);
@@ -185,6 +224,22 @@ fn aggregate(op: u16, input: Vec<Elem>, g: &Grouping<'_>, q: f64, ts: i64) -> Re
     }
     let mut out = Vec::with_capacity(groups.len());
     for mut group in groups {
+        if let Some(acc) = group.hist.take() {
+            // A mix of floats and histograms has no sum, nor have
+            // exponential and custom buckets together.
+            let result = if op == T_AVG { acc.mean() } else { acc.sum() };
+            let (false, Some(h)) = (group.has_float, result) else {
+                continue;
+            };
+            out.push(Elem {
+                labels: Arc::new(group.labels.take().unwrap_or_default()),
+                t: ts,
+                v: 0.0,
+                h: Some(Arc::new(h)),
+                drop_name: group.drop_name,
+            });
+            continue;
+        }
         let v = match op {
             T_AVG => {
                 if group.incremental_mean {
@@ -210,6 +265,7 @@ fn aggregate(op: u16, input: Vec<Elem>, g: &Grouping<'_>, q: f64, ts: i64) -> Re
             labels: Arc::new(group.labels.take().unwrap_or_default()),
             t: ts,
             v,
+            h: None,
             drop_name: group.drop_name,
         });
     }
@@ -232,7 +288,11 @@ fn count_values(input: Vec<Elem>, g: &Grouping<'_>, label: &str, ts: i64) -> Res
     let mut groups: Vec<(Labels, f64)> = Vec::new();
     for el in input {
         let mut b = Labels::clone(&el.labels).into_builder();
-        b.set(label, format_value(el.v));
+        let value = match &el.h {
+            Some(h) => native_string(h),
+            None => format_value(el.v),
+        };
+        b.set(label, value);
         let labels = b.build();
         let key = g.key(&labels);
         match index.get(&key) {
@@ -253,6 +313,7 @@ fn count_values(input: Vec<Elem>, g: &Grouping<'_>, label: &str, ts: i64) -> Res
             labels: Arc::new(labels),
             t: ts,
             v,
+            h: None,
             drop_name: false,
         })
         .collect())
@@ -321,11 +382,16 @@ fn nan_first_greater(a: f64, b: f64) -> bool {
 
 fn aggregate_k(
     op: u16,
-    input: Vec<Elem>,
+    mut input: Vec<Elem>,
     g: &Grouping<'_>,
     param: f64,
     ts: i64,
 ) -> Result<Vec<Elem>> {
+    // topk/bottomk rank floats; histogram samples are ignored. limitk and
+    // limit_ratio pass any sample through.
+    if matches!(op, T_TOPK | T_BOTTOMK) {
+        input.retain(|e| e.h.is_none());
+    }
     let mut ratio = 0.0;
     let mut k: usize = 0;
     if op == T_LIMIT_RATIO {

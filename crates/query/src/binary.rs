@@ -10,10 +10,10 @@ use promql_parser::parser::token::{
     T_MOD, T_MUL, T_NEQ, T_POW, T_SUB,
 };
 use promql_parser::parser::{BinModifier, BinaryExpr, LabelModifier, VectorMatchCardinality};
-use sonde_model::{Labels, LabelsBuilder, METRIC_NAME};
+use sonde_model::{FloatHistogram, Labels, LabelsBuilder, METRIC_NAME};
 
 use crate::engine::{key, Evaluator};
-use crate::value::{exec_err, labels_fnv, Elem, Fnv, Result, StepValue};
+use crate::value::{exec_err, labels_fnv, Elem, Fnv, Hist, Result, StepValue};
 
 pub(crate) fn eval_binary(ev: &Evaluator<'_>, b: &BinaryExpr, ts: i64) -> Result<StepValue> {
     let op = b.op.id();
@@ -79,6 +79,45 @@ fn apply(op: TokenId, l: f64, r: f64) -> Result<(f64, bool)> {
     })
 }
 
+/// A binary operation where at least one side is a native histogram.
+/// `None` when Prometheus has no meaning for it (the element is dropped);
+/// otherwise the result (a float or a histogram) and, for comparisons,
+/// whether it passes.
+fn apply_hist(
+    op: TokenId,
+    l: (f64, Option<&Hist>),
+    r: (f64, Option<&Hist>),
+) -> Option<(f64, Option<Hist>, bool)> {
+    let done = |mut h: FloatHistogram| {
+        h.compact();
+        Some((0.0, Some(Arc::new(h)), true))
+    };
+    match (l, r) {
+        ((f, None), (_, Some(h))) | ((_, Some(h)), (f, None)) if op == T_MUL => {
+            let mut h = FloatHistogram::clone(h);
+            h.mul(f);
+            done(h)
+        }
+        ((_, Some(h)), (f, None)) if op == T_DIV => {
+            let mut h = FloatHistogram::clone(h);
+            h.div(f);
+            done(h)
+        }
+        ((_, Some(a)), (_, Some(b))) => match op {
+            T_ADD | T_SUB => {
+                let mut h = FloatHistogram::clone(a);
+                let r = if op == T_ADD { h.add(b) } else { h.sub(b) };
+                r.ok()?;
+                done(h)
+            }
+            T_EQLC => Some((0.0, Some(a.clone()), a.equals(b))),
+            T_NEQ => Some((0.0, Some(a.clone()), !a.equals(b))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 fn vector_scalar(
     op: TokenId,
     vec: Vec<Elem>,
@@ -89,6 +128,22 @@ fn vector_scalar(
 ) -> Result<Vec<Elem>> {
     let mut out = Vec::with_capacity(vec.len());
     for mut el in vec {
+        if let Some(h) = el.h.take() {
+            let (l, r) = if scalar_on_left {
+                ((scalar, None), (0.0, Some(&h)))
+            } else {
+                ((0.0, Some(&h)), (scalar, None))
+            };
+            // Comparisons between a histogram and a scalar are undefined.
+            let Some((_, Some(res), _)) = apply_hist(op, l, r) else {
+                continue;
+            };
+            el.h = Some(res);
+            el.t = ts;
+            el.drop_name = true;
+            out.push(el);
+            continue;
+        }
         let (l, r) = if scalar_on_left {
             (scalar, el.v)
         } else {
@@ -286,9 +341,26 @@ fn vector_vector(
             continue;
         };
         let (lv, rv) = if swapped { (r.v, l.v) } else { (l.v, r.v) };
-        let (mut v, keep) = apply(op, lv, rv)?;
+        let mut h = None;
+        let (mut v, keep) = if l.h.is_some() || r.h.is_some() {
+            let (lh, rh) = if swapped {
+                (r.h.as_ref(), l.h.as_ref())
+            } else {
+                (l.h.as_ref(), r.h.as_ref())
+            };
+            match apply_hist(op, (lv, lh), (rv, rh)) {
+                Some((v, res, keep)) => {
+                    h = res;
+                    (v, keep)
+                }
+                None => continue,
+            }
+        } else {
+            apply(op, lv, rv)?
+        };
         if return_bool {
             v = if keep { 1.0 } else { 0.0 };
+            h = None;
         }
         let cache_key = (
             key(node),
@@ -349,6 +421,7 @@ fn vector_vector(
             labels: metric,
             t: ts,
             v,
+            h,
             drop_name,
         });
     }

@@ -20,10 +20,14 @@ use promql_parser::parser::value::ValueType;
 use promql_parser::parser::{
     self as pp, AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
 };
-use sonde_model::{is_stale_nan, Labels, MatchOp, Matcher, Sample, Series, METRIC_NAME};
+use sonde_model::{
+    is_stale_nan, CounterResetHint, HistogramSample, Labels, MatchOp, Matcher, Sample, Series,
+    METRIC_NAME,
+};
 
 use crate::value::{
-    exec_err, finish_labels, Elem, Error, InstantSample, RangeSeries, Result, StepValue, Value,
+    exec_err, finish_labels, Elem, Error, HPoint, Hist, InstantSample, RangeSeries, Result,
+    StepValue, Value,
 };
 use crate::Queryable;
 
@@ -87,7 +91,8 @@ impl Engine {
 
     fn instant_inner(&self, storage: &dyn Queryable, query: &str, at_ms: i64) -> Result<Value> {
         let expr = parse(query)?;
-        let ev = Evaluator::prepare(&self.opts, storage, &expr, at_ms, at_ms, 0)?;
+        let mut ev = Evaluator::prepare(&self.opts, storage, &expr, at_ms, at_ms, 0)?;
+        ev.invalid_strings = crate::utf8::invalid_literals(query);
         let out = ev.eval(&expr, at_ms)?;
         match out {
             StepValue::Scalar(v) => Ok(Value::Scalar { t: at_ms, v }),
@@ -98,7 +103,8 @@ impl Engine {
                     .map(|e| InstantSample {
                         labels: finish_labels(&e.labels, e.drop_name),
                         t: at_ms,
-                        v: e.v,
+                        v: if e.h.is_some() { 0.0 } else { e.v },
+                        h: e.h.map(|h| FloatHistogramOwned::clone(&h)),
                     })
                     .collect();
                 check_unique(samples.iter().map(|s| &s.labels))?;
@@ -110,6 +116,14 @@ impl Engine {
                     .map(|s| Series {
                         labels: finish_labels(&s.labels, s.drop_name),
                         samples: s.samples,
+                        histograms: s
+                            .histograms
+                            .into_iter()
+                            .map(|p| HistogramSample {
+                                t: p.t,
+                                h: FloatHistogramOwned::clone(&p.h),
+                            })
+                            .collect(),
                     })
                     .collect();
                 check_unique(series.iter().map(|s| &s.labels))?;
@@ -151,7 +165,8 @@ impl Engine {
             )))
             }
         }
-        let ev = Evaluator::prepare(&self.opts, storage, &expr, start_ms, end_ms, step_ms)?;
+        let mut ev = Evaluator::prepare(&self.opts, storage, &expr, start_ms, end_ms, step_ms)?;
+        ev.invalid_strings = crate::utf8::invalid_literals(query);
         let mut out = RangeOutput::default();
         let mut points = 0usize;
         let mut ts = start_ms;
@@ -159,13 +174,13 @@ impl Engine {
             ev.check_deadline()?;
             match ev.eval(&expr, ts)? {
                 StepValue::Scalar(v) => {
-                    out.push(&Arc::new(Labels::empty()), false, Sample { t: ts, v })?;
+                    out.push(&Arc::new(Labels::empty()), false, Sample { t: ts, v }, None)?;
                     points += 1;
                 }
                 StepValue::Vector(vec) => {
                     points += vec.len();
                     for e in &vec {
-                        out.push(&e.labels, e.drop_name, Sample { t: ts, v: e.v })?;
+                        out.push(&e.labels, e.drop_name, Sample { t: ts, v: e.v }, e.h.clone())?;
                     }
                 }
                 other => {
@@ -199,7 +214,13 @@ struct RangeOutput {
 }
 
 impl RangeOutput {
-    fn push(&mut self, labels: &Arc<Labels>, drop_name: bool, s: Sample) -> Result<()> {
+    fn push(
+        &mut self,
+        labels: &Arc<Labels>,
+        drop_name: bool,
+        s: Sample,
+        h: Option<Hist>,
+    ) -> Result<()> {
         let key = (Arc::as_ptr(labels) as usize, drop_name);
         let idx = match self.by_arc.get(&key) {
             Some((_, i)) => *i,
@@ -212,6 +233,7 @@ impl RangeOutput {
                             Series {
                                 labels: finished.clone(),
                                 samples: Vec::new(),
+                                histograms: Vec::new(),
                             },
                             i64::MIN,
                         ));
@@ -234,7 +256,13 @@ impl RangeOutput {
             return exec_err("vector cannot contain metrics with the same labelset");
         }
         *last_t = s.t;
-        series.samples.push(s);
+        match h {
+            Some(h) => series.histograms.push(HistogramSample {
+                t: s.t,
+                h: FloatHistogramOwned::clone(&h),
+            }),
+            None => series.samples.push(s),
+        }
         Ok(())
     }
 
@@ -350,7 +378,12 @@ fn system_time_ms(t: &SystemTime) -> i64 {
 pub(crate) struct LoadedSeries {
     pub labels: Arc<Labels>,
     pub samples: Vec<Sample>,
+    pub histograms: Vec<HPoint>,
 }
+
+/// `sonde_model::FloatHistogram`, named for the places that copy one out
+/// of its shared `Arc`.
+type FloatHistogramOwned = sonde_model::FloatHistogram;
 
 pub(crate) struct Evaluator<'a> {
     pub opts: &'a EngineOptions,
@@ -371,6 +404,9 @@ pub(crate) struct Evaluator<'a> {
     pub match_cache: RefCell<HashMap<(usize, usize, usize), MatchCacheEntry>>,
     /// Samples loaded or materialised so far, for `max_samples`.
     pub loaded: Cell<usize>,
+    /// String literals of the query that are invalid UTF-8 in Go's reading
+    /// (see `utf8.rs`), with their Go-quoted form.
+    pub invalid_strings: HashMap<String, String>,
 }
 
 pub(crate) type MatchCacheEntry = (Arc<Labels>, Arc<Labels>, Arc<Labels>);
@@ -481,7 +517,12 @@ impl<'a> Evaluator<'a> {
                 return Err(Error::Timeout);
             }
             let series = load_selector(storage, vs, mint, maxt, is_range)?;
-            loaded = loaded.saturating_add(series.iter().map(|s| s.samples.len()).sum());
+            loaded = loaded.saturating_add(
+                series
+                    .iter()
+                    .map(|s| s.samples.len() + s.histograms.len())
+                    .sum(),
+            );
             if loaded > opts.max_samples {
                 return Err(Error::TooManySamples);
             }
@@ -498,6 +539,7 @@ impl<'a> Evaluator<'a> {
             subquery_cache: RefCell::new(HashMap::new()),
             match_cache: RefCell::new(HashMap::new()),
             loaded: Cell::new(loaded),
+            invalid_strings: HashMap::new(),
         })
     }
 
@@ -532,6 +574,12 @@ impl<'a> Evaluator<'a> {
                 StepValue::Scalar(v) => Ok(StepValue::Scalar(-v)),
                 StepValue::Vector(mut vec) => {
                     for el in &mut vec {
+                        if let Some(h) = &mut el.h {
+                            // A negated histogram is no counter any more.
+                            let h = Arc::make_mut(h);
+                            h.mul(-1.0);
+                            h.counter_reset_hint = CounterResetHint::Gauge;
+                        }
                         el.v = -el.v;
                         el.t = ts;
                         el.drop_name = true;
@@ -551,9 +599,11 @@ impl<'a> Evaluator<'a> {
                     .iter()
                     .filter_map(|s| {
                         let w = window(&s.samples, lo, hi);
-                        (!w.is_empty()).then(|| RangeSeries {
+                        let hw = hwindow(&s.histograms, lo, hi);
+                        (!w.is_empty() || !hw.is_empty()).then(|| RangeSeries {
                             labels: s.labels.clone(),
                             samples: w.to_vec(),
+                            histograms: hw.to_vec(),
                             drop_name: s.drop_name,
                         })
                     })
@@ -605,17 +655,29 @@ impl<'a> Evaluator<'a> {
         let mut out = Vec::new();
         for s in self.loaded_series(vs) {
             let idx = s.samples.partition_point(|p| p.t <= eff);
-            let Some(p) = idx.checked_sub(1).and_then(|i| s.samples.get(i)) else {
-                continue;
+            let f = idx.checked_sub(1).and_then(|i| s.samples.get(i));
+            let hidx = s.histograms.partition_point(|p| p.t <= eff);
+            let h = hidx.checked_sub(1).and_then(|i| s.histograms.get(i));
+            // The newer of the latest float and the latest histogram.
+            let elem = match (f, h) {
+                (Some(p), Some(hp)) if hp.t > p.t => (hp.t, 0.0, Some(hp.h.clone())),
+                (Some(p), _) => (p.t, p.v, None),
+                (None, Some(hp)) => (hp.t, 0.0, Some(hp.h.clone())),
+                (None, None) => continue,
             };
             // A stale marker ends the series: nothing older counts either.
-            if p.t <= lookback_start || is_stale_nan(p.v) {
+            let stale = match &elem.2 {
+                Some(h) => is_stale_nan(h.sum),
+                None => is_stale_nan(elem.1),
+            };
+            if elem.0 <= lookback_start || stale {
                 continue;
             }
             out.push(Elem {
                 labels: s.labels.clone(),
-                t: p.t,
-                v: p.v,
+                t: elem.0,
+                v: elem.1,
+                h: elem.2,
                 drop_name: false,
             });
         }
@@ -628,21 +690,28 @@ impl<'a> Evaluator<'a> {
         &'s self,
         ms: &MatrixSelector,
         ts: i64,
-    ) -> impl Iterator<Item = (&'s Arc<Labels>, &'s [Sample])> + 's {
+    ) -> impl Iterator<Item = (&'s Arc<Labels>, &'s [Sample], &'s [HPoint])> + 's {
         let base = self.at(&ms.vs.at).unwrap_or(ts);
         let hi = base.saturating_sub(offset_ms(&ms.vs.offset));
         let lo = hi.saturating_sub(duration_ms(&ms.range));
         self.loaded_series(&ms.vs)
             .iter()
-            .map(move |s| (&s.labels, window(&s.samples, lo, hi)))
-            .filter(|(_, w)| !w.is_empty())
+            .map(move |s| {
+                (
+                    &s.labels,
+                    window(&s.samples, lo, hi),
+                    hwindow(&s.histograms, lo, hi),
+                )
+            })
+            .filter(|(_, w, hw)| !w.is_empty() || !hw.is_empty())
     }
 
     fn range_selector(&self, ms: &MatrixSelector, ts: i64) -> Vec<RangeSeries> {
         self.range_selector_windows(ms, ts)
-            .map(|(labels, w)| RangeSeries {
+            .map(|(labels, w, hw)| RangeSeries {
                 labels: labels.clone(),
                 samples: w.to_vec(),
+                histograms: hw.to_vec(),
                 drop_name: false,
             })
             .collect()
@@ -679,12 +748,13 @@ impl<'a> Evaluator<'a> {
         let mut order: Vec<Arc<Labels>> = Vec::new();
         while t <= last_hi {
             self.check_deadline()?;
-            let points: Vec<(Arc<Labels>, f64, bool)> = match self.eval(&sq.expr, t)? {
+            type Point = (Arc<Labels>, f64, Option<Hist>, bool);
+            let points: Vec<Point> = match self.eval(&sq.expr, t)? {
                 StepValue::Vector(v) => v
                     .into_iter()
-                    .map(|e| (e.labels, e.v, e.drop_name))
+                    .map(|e| (e.labels, e.v, e.h, e.drop_name))
                     .collect(),
-                StepValue::Scalar(v) => vec![(Arc::new(Labels::empty()), v, false)],
+                StepValue::Scalar(v) => vec![(Arc::new(Labels::empty()), v, None, false)],
                 other => {
                     return exec_err(format!(
                         "subquery is only allowed on instant vector, got {}",
@@ -693,16 +763,32 @@ impl<'a> Evaluator<'a> {
                 }
             };
             self.account(points.len())?;
-            for (labels, v, drop_name) in points {
+            for (labels, v, h, drop_name) in points {
                 let entry = series.entry(labels.clone()).or_insert_with(|| {
                     order.push(labels.clone());
                     RangeSeries {
                         labels,
                         samples: Vec::new(),
+                        histograms: Vec::new(),
                         drop_name,
                     }
                 });
-                entry.samples.push(Sample { t, v });
+                match h {
+                    Some(mut h) => {
+                        // A subquery may return one stored sample at several
+                        // steps; its reset hint would then count the reset
+                        // more than once, so only gauge hints survive (as in
+                        // Prometheus).
+                        if matches!(
+                            h.counter_reset_hint,
+                            CounterResetHint::Reset | CounterResetHint::NotReset
+                        ) {
+                            Arc::make_mut(&mut h).counter_reset_hint = CounterResetHint::Unknown;
+                        }
+                        entry.histograms.push(HPoint { t, h })
+                    }
+                    None => entry.samples.push(Sample { t, v }),
+                }
             }
             let Some(next) = t.checked_add(step) else {
                 break;
@@ -717,6 +803,13 @@ impl<'a> Evaluator<'a> {
         self.subquery_cache.borrow_mut().insert(k, all.clone());
         Ok((all, lo, hi))
     }
+}
+
+/// Histogram points with `lo < t <= hi`.
+pub(crate) fn hwindow(points: &[HPoint], lo: i64, hi: i64) -> &[HPoint] {
+    let a = points.partition_point(|p| p.t <= lo);
+    let b = points.partition_point(|p| p.t <= hi);
+    points.get(a..b).unwrap_or(&[])
 }
 
 /// Samples with `lo < t <= hi` (range selectors are left-open).
@@ -756,8 +849,20 @@ fn load_selector(
             let mut samples = s.samples;
             // Range vectors never contain stale markers; instant selectors
             // need them to end the lookback.
+            let mut histograms: Vec<HPoint> = s
+                .histograms
+                .into_iter()
+                .map(|p| HPoint {
+                    t: p.t,
+                    h: Arc::new(p.h),
+                })
+                .collect();
             if is_range {
                 samples.retain(|p| !is_stale_nan(p.v));
+                histograms.retain(|p| !is_stale_nan(p.h.sum));
+            }
+            if !histograms.windows(2).all(|w| w[0].t <= w[1].t) {
+                histograms.sort_by_key(|p| p.t);
             }
             // Storage promises sorted samples; sorting again is cheap when
             // true and keeps binary searches correct when not.
@@ -767,6 +872,7 @@ fn load_selector(
             out.push(LoadedSeries {
                 labels: Arc::new(s.labels),
                 samples,
+                histograms,
             });
         }
     }

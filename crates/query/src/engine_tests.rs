@@ -19,6 +19,7 @@ impl Mem {
         self.series.push(Series {
             labels: Labels::from_pairs(labels.iter().copied()),
             samples: points.iter().map(|&(t, v)| Sample { t, v }).collect(),
+            histograms: Vec::new(),
         });
         self
     }
@@ -39,6 +40,7 @@ impl Queryable for Mem {
                     .copied()
                     .filter(|p| p.t >= mint && p.t <= maxt)
                     .collect(),
+                histograms: Vec::new(),
             })
             .filter(|s| !s.samples.is_empty())
             .collect())

@@ -8,6 +8,7 @@ use sonde_model::{Labels, METRIC_NAME};
 
 use crate::engine::{check_unique, Evaluator};
 use crate::histogram::{bucket_fraction, bucket_quantile, Bucket};
+use crate::native;
 use crate::over_time::{eval_range_function, unparen};
 use crate::value::{exec_err, Elem, Result, StepValue};
 
@@ -39,7 +40,8 @@ pub(crate) fn eval_call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal
         "max_of" => return Ok(StepValue::Scalar(go_max(scalar(0)?, scalar(1)?))),
         "pi" => return Ok(StepValue::Scalar(std::f64::consts::PI)),
         "scalar" => {
-            let v = vec(0)?;
+            // Histogram samples are ignored: one float among them counts.
+            let v = floats_only(vec(0)?);
             return Ok(StepValue::Scalar(match v.as_slice() {
                 [one] => one.v,
                 _ => f64::NAN,
@@ -49,6 +51,7 @@ pub(crate) fn eval_call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal
             labels: Arc::new(Labels::empty()),
             t: ts,
             v: scalar(0)?,
+            h: None,
             drop_name: false,
         }],
         "abs" => map(vec(0)?, ts, f64::abs),
@@ -104,6 +107,7 @@ pub(crate) fn eval_call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal
                     } else {
                         ts as f64 / 1000.0
                     };
+                    e.h = None;
                     e.t = ts;
                     e.drop_name = true;
                     e
@@ -116,6 +120,7 @@ pub(crate) fn eval_call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal
                     labels: Arc::new(absent_labels(arg(0)?)),
                     t: ts,
                     v: 1.0,
+                    h: None,
                     drop_name: true,
                 }]
             } else {
@@ -129,6 +134,7 @@ pub(crate) fn eval_call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal
                     labels: Arc::new(Labels::empty()),
                     t: ts,
                     v: date_part(name, ts.div_euclid(1000)),
+                    h: None,
                     drop_name: false,
                 }]
             } else {
@@ -142,13 +148,13 @@ pub(crate) fn eval_call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal
             }
         }
         "sort" => {
-            let mut v = vec(0)?;
+            let mut v = floats_only(vec(0)?);
             // NaN sorts last in both directions.
             v.sort_by(|a, b| nan_last_cmp(a.v, b.v, false));
             v
         }
         "sort_desc" => {
-            let mut v = vec(0)?;
+            let mut v = floats_only(vec(0)?);
             v.sort_by(|a, b| nan_last_cmp(a.v, b.v, true));
             v
         }
@@ -206,10 +212,7 @@ pub(crate) fn eval_call(ev: &Evaluator<'_>, c: &Call, ts: i64) -> Result<StepVal
         "histogram_fraction" => histogram_fraction(scalar(0)?, scalar(1)?, vec(2)?, ts),
         // These read native histograms only; float samples are skipped.
         "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
-        | "histogram_stdvar" => {
-            vec(0)?;
-            Vec::new()
-        }
+        | "histogram_stdvar" => native::histogram_stat(name, vec(0)?, ts),
         other => return exec_err(format!("function {other}() is not supported")),
     };
     Ok(StepValue::Vector(out))
@@ -223,9 +226,17 @@ fn is_range_arg(e: &Expr) -> bool {
     }
 }
 
-/// Applies `f` to each value; the result is no longer the named metric.
+/// Drops native histogram samples, which float-only functions ignore.
+fn floats_only(mut vec: Vec<Elem>) -> Vec<Elem> {
+    vec.retain(|e| e.h.is_none());
+    vec
+}
+
+/// Applies `f` to each float value (histograms are skipped); the result is
+/// no longer the named metric.
 fn map(vec: Vec<Elem>, ts: i64, f: impl Fn(f64) -> f64) -> Vec<Elem> {
-    vec.into_iter()
+    floats_only(vec)
+        .into_iter()
         .map(|mut e| {
             e.v = f(e.v);
             e.t = ts;
@@ -443,7 +454,7 @@ fn label_replace(ev: &Evaluator<'_>, args: &[&Expr], ts: i64) -> Result<Vec<Elem
             "invalid regular expression in label_replace(): {re_str}"
         ))
     })?;
-    if dst.is_empty() {
+    if dst.is_empty() || ev.invalid_strings.contains_key(&dst) {
         return exec_err(format!(
             "invalid destination label name in label_replace(): {dst}"
         ));
@@ -480,7 +491,7 @@ fn label_join(ev: &Evaluator<'_>, args: &[&Expr], ts: i64) -> Result<Vec<Elem>> 
         }
         srcs.push(s);
     }
-    if dst.is_empty() {
+    if dst.is_empty() || ev.invalid_strings.contains_key(&dst) {
         return exec_err(format!(
             "invalid destination label name in label_join(): {dst}"
         ));
@@ -503,11 +514,19 @@ fn label_join(ev: &Evaluator<'_>, args: &[&Expr], ts: i64) -> Result<Vec<Elem>> 
     Ok(out)
 }
 
-/// Groups classic histogram buckets (`le` series) by their other labels.
-fn classic_buckets(vec: &[Elem]) -> Vec<(Labels, Vec<Bucket>)> {
+/// Groups classic histogram buckets (`le` series) by their other labels,
+/// and sets native histograms apart. A native histogram whose labels equal
+/// a classic group's (without `le`) makes both ambiguous: both are
+/// dropped, as in Prometheus.
+fn classic_buckets(vec: &[Elem]) -> (Vec<(Labels, Vec<Bucket>)>, Vec<&Elem>) {
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut groups: Vec<(Labels, Vec<Bucket>)> = Vec::new();
+    let mut natives = Vec::new();
     for e in vec {
+        if e.h.is_some() {
+            natives.push(e);
+            continue;
+        }
         let Some(le) = e.labels.get("le") else {
             continue;
         };
@@ -523,7 +542,21 @@ fn classic_buckets(vec: &[Elem]) -> Vec<(Labels, Vec<Bucket>)> {
             g.1.push(Bucket { upper, count: e.v });
         }
     }
-    groups
+    let mut clashing = Vec::new();
+    natives.retain(|e| match index.get(e.labels.as_ref()) {
+        Some(&i) => {
+            clashing.push(i);
+            false
+        }
+        None => true,
+    });
+    for i in clashing {
+        if let Some(g) = groups.get_mut(i) {
+            g.1.clear();
+        }
+    }
+    groups.retain(|g| !g.1.is_empty());
+    (groups, natives)
 }
 
 /// OpenMetrics float text: like Prometheus's, integers keep a ".0".
@@ -549,27 +582,47 @@ fn parse_go_float(s: &str) -> Option<f64> {
 }
 
 fn histogram_quantile(q: f64, vec: Vec<Elem>, ts: i64) -> Vec<Elem> {
-    classic_buckets(&vec)
+    let (groups, natives) = classic_buckets(&vec);
+    let mut out: Vec<Elem> = natives
         .into_iter()
-        .map(|(labels, mut buckets)| Elem {
-            labels: Arc::new(labels),
-            t: ts,
-            v: bucket_quantile(q, &mut buckets),
-            drop_name: true,
+        .filter_map(|e| {
+            let h = e.h.as_ref()?;
+            Some(Elem::float(
+                e.labels.clone(),
+                ts,
+                native::quantile(q, h),
+                true,
+            ))
         })
-        .collect()
+        .collect();
+    out.extend(groups.into_iter().map(|(labels, mut buckets)| Elem {
+        labels: Arc::new(labels),
+        t: ts,
+        v: bucket_quantile(q, &mut buckets),
+        h: None,
+        drop_name: true,
+    }));
+    out
 }
 
 fn histogram_fraction(lower: f64, upper: f64, vec: Vec<Elem>, ts: i64) -> Vec<Elem> {
-    classic_buckets(&vec)
+    let (groups, natives) = classic_buckets(&vec);
+    let mut out: Vec<Elem> = natives
         .into_iter()
-        .map(|(labels, mut buckets)| Elem {
-            labels: Arc::new(labels),
-            t: ts,
-            v: bucket_fraction(lower, upper, &mut buckets),
-            drop_name: true,
+        .filter_map(|e| {
+            let h = e.h.as_ref()?;
+            let v = native::fraction(lower, upper, h);
+            Some(Elem::float(e.labels.clone(), ts, v, true))
         })
-        .collect()
+        .collect();
+    out.extend(groups.into_iter().map(|(labels, mut buckets)| Elem {
+        labels: Arc::new(labels),
+        t: ts,
+        v: bucket_fraction(lower, upper, &mut buckets),
+        h: None,
+        drop_name: true,
+    }));
+    out
 }
 
 #[cfg(test)]

@@ -5,14 +5,17 @@
 //! samples are stored.
 //!
 //! Semantics follow Prometheus 3 (including delayed `__name__` removal);
-//! native histograms are not supported, classic `le` buckets are.
+//! native histograms (exponential and custom buckets) and classic `le`
+//! buckets are both supported.
 
 mod aggregate;
 mod binary;
 mod engine;
 mod functions;
 mod histogram;
+mod native;
 mod over_time;
+mod utf8;
 mod value;
 
 #[cfg(test)]

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use promql_parser::parser::Expr;
 use sonde_model::{Labels, Sample};
 
-use crate::engine::{duration_ms, offset_ms, window, Evaluator};
+use crate::engine::{duration_ms, hwindow, offset_ms, window, Evaluator};
 use crate::functions::absent_labels;
-use crate::value::{exec_err, Elem, RangeSeries, Result, StepValue};
+use crate::native::{self, RangeOutcome};
+use crate::value::{exec_err, Elem, HPoint, RangeSeries, Result, StepValue};
 
 pub(crate) fn unparen(e: &Expr) -> &Expr {
     match e {
@@ -40,26 +41,41 @@ pub(crate) fn eval_range_function(
     let keeps_name = matches!(name, "last_over_time" | "first_over_time");
     let mut out = Vec::new();
     let mut any = false;
-    let mut per_series =
-        |labels: &Arc<Labels>, w: &[Sample], drop: bool, lo: i64, hi: i64| -> Result<()> {
-            any = true;
-            if let Some(v) = range_fn(name, w, &scalars, ts, lo, hi)? {
-                out.push(Elem {
-                    labels: labels.clone(),
-                    t: ts,
-                    v,
-                    drop_name: !keeps_name || drop,
-                });
-            }
-            Ok(())
+    let mut per_series = |labels: &Arc<Labels>,
+                          w: &[Sample],
+                          hw: &[HPoint],
+                          drop: bool,
+                          lo: i64,
+                          hi: i64|
+     -> Result<()> {
+        any = true;
+        let outcome = if hw.is_empty() {
+            RangeOutcome::FloatsOnly
+        } else {
+            native::range_fn_mixed(name, w, hw, lo, hi)
         };
+        let result = match outcome {
+            RangeOutcome::Done(r) => r,
+            RangeOutcome::FloatsOnly => range_fn(name, w, &scalars, ts, lo, hi)?.map(|v| (v, None)),
+        };
+        if let Some((v, h)) = result {
+            out.push(Elem {
+                labels: labels.clone(),
+                t: ts,
+                v,
+                h,
+                drop_name: !keeps_name || drop,
+            });
+        }
+        Ok(())
+    };
     match m {
         Expr::MatrixSelector(ms) => {
             let base = ev.at(&ms.vs.at).unwrap_or(ts);
             let hi = base.saturating_sub(offset_ms(&ms.vs.offset));
             let lo = hi.saturating_sub(duration_ms(&ms.range));
-            for (labels, w) in ev.range_selector_windows(ms, ts) {
-                per_series(labels, w, false, lo, hi)?;
+            for (labels, w, hw) in ev.range_selector_windows(ms, ts) {
+                per_series(labels, w, hw, false, lo, hi)?;
             }
         }
         Expr::Subquery(sq) => {
@@ -68,11 +84,13 @@ pub(crate) fn eval_range_function(
                 let RangeSeries {
                     labels,
                     samples,
+                    histograms,
                     drop_name,
                 } = s;
                 let w = window(samples, lo, hi);
-                if !w.is_empty() {
-                    per_series(labels, w, *drop_name, lo, hi)?;
+                let hw = hwindow(histograms, lo, hi);
+                if !w.is_empty() || !hw.is_empty() {
+                    per_series(labels, w, hw, *drop_name, lo, hi)?;
                 }
             }
         }
@@ -86,6 +104,7 @@ pub(crate) fn eval_range_function(
                 labels: Arc::new(absent_labels(m)),
                 t: ts,
                 v: 1.0,
+                h: None,
                 drop_name: true,
             }]
         }));

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sonde_model::{Labels, Sample, Series, METRIC_NAME};
+use sonde_model::{FloatHistogram, Labels, Sample, Series, METRIC_NAME};
 
 /// The result of a query, shaped like the Prometheus HTTP API's `data`.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,12 +25,24 @@ impl Value {
     }
 }
 
-/// One element of an instant vector.
+/// One element of an instant vector: a float `v`, or a native histogram
+/// `h` (then `v` is 0 and meaningless).
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstantSample {
     pub labels: Labels,
     pub t: i64,
     pub v: f64,
+    pub h: Option<FloatHistogram>,
+}
+
+/// A native histogram shared between steps without copying.
+pub(crate) type Hist = Arc<FloatHistogram>;
+
+/// One histogram point of a range vector during evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct HPoint {
+    pub t: i64,
+    pub h: Hist,
 }
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -97,14 +109,30 @@ pub(crate) struct Elem {
     /// Timestamp of the underlying sample; only `timestamp()` looks at it.
     pub t: i64,
     pub v: f64,
+    /// A native histogram sample; `v` is unused then.
+    pub h: Option<Hist>,
     pub drop_name: bool,
 }
 
-/// One series of a range vector during evaluation.
+impl Elem {
+    pub fn float(labels: Arc<Labels>, t: i64, v: f64, drop_name: bool) -> Elem {
+        Elem {
+            labels,
+            t,
+            v,
+            h: None,
+            drop_name,
+        }
+    }
+}
+
+/// One series of a range vector during evaluation: float and histogram
+/// points, each sorted by time.
 #[derive(Debug, Clone)]
 pub(crate) struct RangeSeries {
     pub labels: Arc<Labels>,
     pub samples: Vec<Sample>,
+    pub histograms: Vec<HPoint>,
     pub drop_name: bool,
 }
 

@@ -8,8 +8,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use sonde_model::{stale_nan, Labels, LabelsBuilder, Matcher, Sample, Series};
+use sonde_model::{
+    is_stale_nan, stale_nan, FloatHistogram, HistogramSample, Labels, LabelsBuilder, Matcher,
+    Sample, Series,
+};
 use sonde_query::{Engine, EngineOptions, Queryable, Value};
+
+#[path = "promqltest_support/nh.rs"]
+mod nh;
+use nh::HistPoint;
 
 const FILES: &[&str] = &[
     "aggregators",
@@ -20,6 +27,7 @@ const FILES: &[&str] = &[
     "limit",
     "literals",
     "name_label_dropping",
+    "native_histograms",
     "operators",
     "range_queries",
     "selectors",
@@ -39,24 +47,32 @@ struct MemStorage {
 }
 
 impl MemStorage {
-    fn add(&mut self, labels: Labels, samples: Vec<Sample>) {
+    fn add(&mut self, labels: Labels, samples: Vec<Sample>, histograms: Vec<HistogramSample>) {
         let i = match self.index.get(&labels) {
             Some(&i) => i,
             None => {
                 self.series.push(Series {
                     labels: labels.clone(),
                     samples: Vec::new(),
+                    histograms: Vec::new(),
                 });
                 self.index.insert(labels, self.series.len() - 1);
                 self.series.len() - 1
             }
         };
         let s = &mut self.series[i];
-        // A later sample for the same timestamp replaces the earlier one.
+        // A later sample for the same timestamp replaces the earlier one,
+        // whether float or histogram.
+        s.histograms.retain(|h| !samples.iter().any(|p| p.t == h.t));
+        s.samples.retain(|p| !histograms.iter().any(|h| h.t == p.t));
         s.samples.extend(samples);
         s.samples.reverse();
         s.samples.sort_by_key(|p| p.t);
         s.samples.dedup_by_key(|p| p.t);
+        s.histograms.extend(histograms);
+        s.histograms.reverse();
+        s.histograms.sort_by_key(|p| p.t);
+        s.histograms.dedup_by_key(|p| p.t);
     }
 }
 
@@ -73,9 +89,16 @@ impl Queryable for MemStorage {
                     .copied()
                     .filter(|p| p.t >= mint && p.t <= maxt)
                     .collect();
-                (!samples.is_empty()).then(|| Series {
+                let histograms: Vec<HistogramSample> = s
+                    .histograms
+                    .iter()
+                    .filter(|p| p.t >= mint && p.t <= maxt)
+                    .cloned()
+                    .collect();
+                (!samples.is_empty() || !histograms.is_empty()).then(|| Series {
                     labels: s.labels.clone(),
                     samples,
+                    histograms,
                 })
             })
             .collect())
@@ -83,12 +106,11 @@ impl Queryable for MemStorage {
 }
 
 /// One point of an expected or loaded series.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Point {
     Value(f64),
     Missing,
-    /// A native histogram; we cannot load or produce these.
-    Histogram,
+    Histogram(Box<HistPoint>),
 }
 
 #[derive(Debug)]
@@ -266,13 +288,8 @@ fn parse_points(s: &str) -> Option<Vec<Point>> {
     let mut out = Vec::new();
     for item in value_items(s) {
         if item.contains("{{") {
-            let end = item.rfind("}}")?;
-            let suffix = &item[end + 2..];
-            let n = match suffix.strip_prefix('x') {
-                Some(d) => d.parse::<usize>().ok()? + 1,
-                None => 1,
-            };
-            out.extend(std::iter::repeat_n(Point::Histogram, n));
+            let points = nh::parse_item(&item)?;
+            out.extend(points.into_iter().map(|p| Point::Histogram(Box::new(p))));
             continue;
         }
         if item == "_" {
@@ -454,7 +471,9 @@ fn parse_expect_line(line: &str, e: &mut Expect) -> Result<(), String> {
 
 /// Parses a test script into load/clear actions and eval cases.
 enum Cmd {
-    Load(i64, Vec<SeriesDesc>),
+    /// Interval, series, and whether classic histograms are also loaded
+    /// as native histograms with custom buckets (`load_with_nhcb`).
+    Load(i64, Vec<SeriesDesc>, bool),
     Clear,
     Eval(Box<Case>),
     /// A case we could not even parse; reported as a failure.
@@ -500,7 +519,11 @@ fn parse_script(file: &str, text: &str) -> Vec<Cmd> {
             let _ = parts.next();
             let interval = parts.next().and_then(parse_duration).unwrap_or(60_000);
             let series = body.iter().filter_map(|l| parse_series_desc(l)).collect();
-            cmds.push(Cmd::Load(interval, series));
+            cmds.push(Cmd::Load(
+                interval,
+                series,
+                trimmed.starts_with("load_with_nhcb"),
+            ));
         } else if trimmed.starts_with("eval") {
             let Some((kind, query, mut expect)) = parse_eval_header(trimmed) else {
                 cmds.push(Cmd::Broken(
@@ -556,6 +579,13 @@ fn almost_equal(a: f64, b: f64) -> bool {
     diff / abs_sum.min(f64::MAX) < EPSILON
 }
 
+fn fmt_hists(p: &[HistogramSample]) -> String {
+    p.iter()
+        .map(|s| format!("{}@{}", nh::describe(&s.h), s.t))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn fmt_points(p: &[Sample]) -> String {
     p.iter()
         .map(|s| format!("{}@{}", sonde_query::format_value(s.v), s.t))
@@ -570,12 +600,6 @@ fn compare_matrix(
     start: i64,
     step: i64,
 ) -> Result<(), String> {
-    if expected
-        .iter()
-        .any(|s| s.points.contains(&Point::Histogram))
-    {
-        return Err("expected result contains native histograms".into());
-    }
     let got_map: HashMap<&Labels, &Series> = got.iter().map(|s| (&s.labels, s)).collect();
     let mut matched = 0;
     for exp in expected {
@@ -591,13 +615,39 @@ fn compare_matrix(
                 _ => None,
             })
             .collect();
+        let want_h: Vec<(i64, &HistPoint)> = exp
+            .points
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                Point::Histogram(h) => Some((start + step * i as i64, h.as_ref())),
+                _ => None,
+            })
+            .collect();
         let Some(g) = got_map.get(&exp.labels) else {
-            if want.is_empty() {
+            if want.is_empty() && want_h.is_empty() {
                 continue;
             }
             return Err(format!("missing series {}", exp.labels));
         };
         matched += 1;
+        let hist_ok = g.histograms.len() == want_h.len()
+            && g.histograms
+                .iter()
+                .zip(&want_h)
+                .all(|(a, b)| a.t == b.0 && nh::histograms_match(b.1, &a.h, almost_equal));
+        if !hist_ok {
+            return Err(format!(
+                "series {}: expected histograms [{}], got [{}]",
+                exp.labels,
+                want_h
+                    .iter()
+                    .map(|(t, h)| format!("{}@{t}", nh::describe(&h.h)))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                fmt_hists(&g.histograms)
+            ));
+        }
         let ok = g.samples.len() == want.len()
             && g.samples
                 .iter()
@@ -616,7 +666,14 @@ fn compare_matrix(
         let extra: Vec<String> = got
             .iter()
             .filter(|s| !expected.iter().any(|e| e.labels == s.labels))
-            .map(|s| format!("{} [{}]", s.labels, fmt_points(&s.samples)))
+            .map(|s| {
+                format!(
+                    "{} [{}] [{}]",
+                    s.labels,
+                    fmt_points(&s.samples),
+                    fmt_hists(&s.histograms)
+                )
+            })
             .collect();
         return Err(format!("unexpected series: {}", extra.join("; ")));
     }
@@ -692,17 +749,31 @@ fn describe(v: &Value) -> String {
         Value::Vector(vec) => format!(
             "vector [{}]",
             vec.iter()
-                .map(|s| format!("{} {}", s.labels, sonde_query::format_value(s.v)))
+                .map(|s| format!("{} {}", s.labels, describe_sample(s)))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
         Value::Matrix(m) => format!(
             "matrix [{}]",
             m.iter()
-                .map(|s| format!("{} [{}]", s.labels, fmt_points(&s.samples)))
+                .map(|s| {
+                    format!(
+                        "{} [{}] [{}]",
+                        s.labels,
+                        fmt_points(&s.samples),
+                        fmt_hists(&s.histograms)
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+    }
+}
+
+fn describe_sample(s: &sonde_query::InstantSample) -> String {
+    match &s.h {
+        Some(h) => nh::describe(h),
+        None => sonde_query::format_value(s.v),
     }
 }
 
@@ -713,13 +784,6 @@ fn compare_vector(exp: &Expect, vec: &[sonde_query::InstantSample], t: i64) -> R
             describe(&Value::Vector(vec.to_vec()))
         ));
     }
-    if exp
-        .series
-        .iter()
-        .any(|s| s.points.contains(&Point::Histogram))
-    {
-        return Err("expected result contains native histograms".into());
-    }
     let got = || describe(&Value::Vector(vec.to_vec()));
     if exp.series.len() != vec.len() {
         return Err(format!(
@@ -729,8 +793,9 @@ fn compare_vector(exp: &Expect, vec: &[sonde_query::InstantSample], t: i64) -> R
         ));
     }
     for (i, e) in exp.series.iter().enumerate() {
-        let want = match e.points.as_slice() {
-            [Point::Value(v)] => *v,
+        let (want, want_h) = match e.points.as_slice() {
+            [Point::Value(v)] => (*v, None),
+            [Point::Histogram(h)] => (0.0, Some(h.as_ref())),
             _ => return Err(format!("bad expected sample for {}", e.labels)),
         };
         let found = if exp.ordered {
@@ -738,14 +803,19 @@ fn compare_vector(exp: &Expect, vec: &[sonde_query::InstantSample], t: i64) -> R
         } else {
             vec.iter().find(|s| s.labels == e.labels)
         };
+        let matches = |s: &sonde_query::InstantSample| match (want_h, &s.h) {
+            (None, None) => almost_equal(want, s.v),
+            (Some(w), Some(h)) => nh::histograms_match(w, h, almost_equal),
+            _ => false,
+        };
         match found {
-            Some(s) if almost_equal(want, s.v) && s.t == t => {}
+            Some(s) if matches(s) && s.t == t => {}
             Some(s) => {
                 return Err(format!(
                     "{}: expected {}, got {} at {}",
                     e.labels,
-                    sonde_query::format_value(want),
-                    sonde_query::format_value(s.v),
+                    want_h.map_or_else(|| sonde_query::format_value(want), |h| nh::describe(&h.h)),
+                    describe_sample(s),
                     s.t
                 ))
             }
@@ -809,7 +879,8 @@ fn promql_conformance() {
         for cmd in parse_script(file, &text) {
             match cmd {
                 Cmd::Clear => storage = MemStorage::default(),
-                Cmd::Load(interval, series) => {
+                Cmd::Load(interval, series, with_nhcb) => {
+                    let mut classic = Vec::new();
                     for s in series {
                         let samples: Vec<Sample> = s
                             .points
@@ -823,9 +894,38 @@ fn promql_conformance() {
                                 _ => None,
                             })
                             .collect();
-                        if !samples.is_empty() {
-                            storage.add(s.labels, samples);
+                        let mut histograms: Vec<HistogramSample> = s
+                            .points
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, p)| match p {
+                                Point::Histogram(h) => Some(HistogramSample {
+                                    t: interval * i as i64,
+                                    h: h.h.clone(),
+                                }),
+                                _ => None,
+                            })
+                            .collect();
+                        nh::storage_hints(&samples, &mut histograms);
+                        if with_nhcb {
+                            let points = samples
+                                .iter()
+                                .filter(|p| !is_stale_nan(p.v))
+                                .map(|p| (p.t, p.v))
+                                .collect();
+                            classic.push((s.labels.clone(), points));
                         }
+                        if !samples.is_empty() || !histograms.is_empty() {
+                            storage.add(s.labels, samples, histograms);
+                        }
+                    }
+                    for (labels, points) in nh::convert_nhcb(&classic) {
+                        let mut hs: Vec<HistogramSample> = points
+                            .into_iter()
+                            .map(|(t, h): (i64, FloatHistogram)| HistogramSample { t, h })
+                            .collect();
+                        nh::storage_hints(&[], &mut hs);
+                        storage.add(labels, Vec::new(), hs);
                     }
                 }
                 Cmd::Broken(id, why) => {

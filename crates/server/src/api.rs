@@ -239,6 +239,43 @@ fn render_point(out: &mut String, t: i64, v: &str) {
     out.push_str("\"]");
 }
 
+/// A native histogram point as Prometheus renders it: `[t, {"count",
+/// "sum", "buckets": [[boundary_rule, lower, upper, count], ...]}]`, empty
+/// buckets left out. Boundary rules: 0 upper inclusive, 1 lower inclusive,
+/// 3 both (the zero bucket).
+fn render_histogram(out: &mut String, t: i64, h: &sonde_model::FloatHistogram) {
+    out.push('[');
+    render_t(out, t);
+    let _ = write!(
+        out,
+        r#",{{"count":"{}","sum":"{}""#,
+        format_value(h.count),
+        format_value(h.sum)
+    );
+    let mut first = true;
+    for b in h.all_buckets().iter().filter(|b| b.count != 0.0) {
+        out.push_str(if first { r#","buckets":["# } else { "," });
+        first = false;
+        let rule = match (b.lower_inclusive, b.upper_inclusive) {
+            (true, true) => 3,
+            (true, false) => 1,
+            (false, false) => 2,
+            (false, true) => 0,
+        };
+        let _ = write!(
+            out,
+            r#"[{rule},"{}","{}","{}"]"#,
+            format_value(b.lower),
+            format_value(b.upper),
+            format_value(b.count)
+        );
+    }
+    if !first {
+        out.push(']');
+    }
+    out.push_str("}]");
+}
+
 fn render_value(v: &Value) -> String {
     let mut out = String::with_capacity(256);
     let _ = write!(out, r#"{{"resultType":"{}","result":"#, v.type_name());
@@ -259,8 +296,16 @@ fn render_value(v: &Value) -> String {
                 }
                 out.push_str(r#"{"metric":"#);
                 render_labels(&mut out, &s.labels);
-                out.push_str(r#","value":"#);
-                render_point(&mut out, s.t, &format_value(s.v));
+                match &s.h {
+                    Some(h) => {
+                        out.push_str(r#","histogram":"#);
+                        render_histogram(&mut out, s.t, h);
+                    }
+                    None => {
+                        out.push_str(r#","value":"#);
+                        render_point(&mut out, s.t, &format_value(s.v));
+                    }
+                }
                 out.push('}');
             }
             out.push(']');
@@ -273,14 +318,29 @@ fn render_value(v: &Value) -> String {
                 }
                 out.push_str(r#"{"metric":"#);
                 render_labels(&mut out, &s.labels);
-                out.push_str(r#","values":["#);
-                for (j, p) in s.samples.iter().enumerate() {
-                    if j > 0 {
-                        out.push(',');
+                // Like Prometheus, a series of only histograms has no
+                // "values" and one of only floats no "histograms".
+                if !s.samples.is_empty() || s.histograms.is_empty() {
+                    out.push_str(r#","values":["#);
+                    for (j, p) in s.samples.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        render_point(&mut out, p.t, &format_value(p.v));
                     }
-                    render_point(&mut out, p.t, &format_value(p.v));
+                    out.push(']');
                 }
-                out.push_str("]}");
+                if !s.histograms.is_empty() {
+                    out.push_str(r#","histograms":["#);
+                    for (j, p) in s.histograms.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        render_histogram(&mut out, p.t, &p.h);
+                    }
+                    out.push(']');
+                }
+                out.push('}');
             }
             out.push(']');
         }
@@ -358,7 +418,7 @@ pub async fn query_range(
         if step <= 0 {
             return Err(ApiError::bad_data("invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer"));
         }
-        if (end - start) / step > 11_000 {
+        if end.saturating_sub(start) / step > 11_000 {
             return Err(ApiError::bad_data("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"));
         }
         run_query(&state, "query_range", move |st| st.engine.range(&StoreQueryable(st.store.clone()), &expr, start, end, step)).await
@@ -373,24 +433,57 @@ pub async fn series(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = (|| -> Result<Response, ApiError> {
-        let p = Params::parse(q, &headers, &body)?;
-        let sets = p.matcher_sets()?;
-        if sets.is_empty() {
-            return Err(ApiError::bad_data("no match[] parameter provided"));
-        }
-        let (start, end) = (p.time("start", MIN_TIME)?, p.time("end", MAX_TIME)?);
-        let mut out = String::from("[");
-        for (i, labels) in state.store.series(&sets, start, end).iter().enumerate() {
-            if i > 0 {
-                out.push(',');
+    off_thread(
+        &state.clone(),
+        "series",
+        move |state| -> Result<Response, ApiError> {
+            let p = Params::parse(q, &headers, &body)?;
+            let sets = p.matcher_sets()?;
+            if sets.is_empty() {
+                return Err(ApiError::bad_data("no match[] parameter provided"));
             }
-            render_labels(&mut out, labels);
+            let (start, end) = (p.time("start", MIN_TIME)?, p.time("end", MAX_TIME)?);
+            let mut out = String::from("[");
+            for (i, labels) in state.store.series(&sets, start, end).iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                render_labels(&mut out, labels);
+            }
+            out.push(']');
+            Ok(success(&out))
+        },
+    )
+    .await
+}
+
+/// Runs a metadata call on a blocking thread under a query permit: listing
+/// series walks the index, which must not stall the async workers.
+async fn off_thread(
+    state: &AppState,
+    endpoint: &'static str,
+    f: impl FnOnce(&AppState) -> Result<Response, ApiError> + Send + 'static,
+) -> Response {
+    let Ok(_permit) = state.query_permits.acquire().await else {
+        return ApiError {
+            kind: "unavailable",
+            message: "server is shutting down".into(),
         }
-        out.push(']');
-        Ok(success(&out))
-    })();
-    result.unwrap_or_else(IntoResponse::into_response)
+        .into_response();
+    };
+    let started = Instant::now();
+    let st = state.clone();
+    let result = tokio::task::spawn_blocking(move || f(&st)).await;
+    state.metrics.query(endpoint, started.elapsed());
+    match result {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => e.into_response(),
+        Err(e) => ApiError {
+            kind: "internal",
+            message: format!("task failed: {e}"),
+        }
+        .into_response(),
+    }
 }
 
 fn string_list(items: &[String]) -> String {
@@ -403,15 +496,19 @@ pub async fn labels(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = (|| -> Result<Response, ApiError> {
-        let p = Params::parse(q, &headers, &body)?;
-        let sets = p.matcher_sets()?;
-        let (start, end) = (p.time("start", MIN_TIME)?, p.time("end", MAX_TIME)?);
-        Ok(success(&string_list(
-            &state.store.label_names(&sets, start, end),
-        )))
-    })();
-    result.unwrap_or_else(IntoResponse::into_response)
+    off_thread(
+        &state.clone(),
+        "labels",
+        move |state| -> Result<Response, ApiError> {
+            let p = Params::parse(q, &headers, &body)?;
+            let sets = p.matcher_sets()?;
+            let (start, end) = (p.time("start", MIN_TIME)?, p.time("end", MAX_TIME)?);
+            Ok(success(&string_list(
+                &state.store.label_names(&sets, start, end),
+            )))
+        },
+    )
+    .await
 }
 
 pub async fn label_values(
@@ -420,20 +517,24 @@ pub async fn label_values(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let result = (|| -> Result<Response, ApiError> {
-        if !sonde_model::is_valid_label_name(&name) && name != sonde_model::METRIC_NAME {
-            return Err(ApiError::bad_data(format!(
-                "invalid label name: \"{name}\""
-            )));
-        }
-        let p = Params::parse(q, &headers, &[])?;
-        let sets = p.matcher_sets()?;
-        let (start, end) = (p.time("start", MIN_TIME)?, p.time("end", MAX_TIME)?);
-        Ok(success(&string_list(
-            &state.store.label_values(&name, &sets, start, end),
-        )))
-    })();
-    result.unwrap_or_else(IntoResponse::into_response)
+    off_thread(
+        &state.clone(),
+        "label_values",
+        move |state| -> Result<Response, ApiError> {
+            if !sonde_model::is_valid_label_name(&name) && name != sonde_model::METRIC_NAME {
+                return Err(ApiError::bad_data(format!(
+                    "invalid label name: \"{name}\""
+                )));
+            }
+            let p = Params::parse(q, &headers, &[])?;
+            let sets = p.matcher_sets()?;
+            let (start, end) = (p.time("start", MIN_TIME)?, p.time("end", MAX_TIME)?);
+            Ok(success(&string_list(
+                &state.store.label_values(&name, &sets, start, end),
+            )))
+        },
+    )
+    .await
 }
 
 pub async fn metadata(
@@ -441,27 +542,31 @@ pub async fn metadata(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let result = (|| -> Result<Response, ApiError> {
-        let p = Params::parse(q, &headers, &[])?;
-        let metric = p.get("metric").filter(|m| !m.is_empty());
-        let limit: usize = p
-            .get("limit")
-            .and_then(|l| l.parse::<i64>().ok())
-            .filter(|l| *l > 0)
-            .map_or(usize::MAX, |l| l as usize);
-        let mut map = serde_json::Map::new();
-        for m in state.store.metadata() {
-            if metric.is_some_and(|want| want != m.metric) || map.len() >= limit {
-                continue;
+    off_thread(
+        &state.clone(),
+        "metadata",
+        move |state| -> Result<Response, ApiError> {
+            let p = Params::parse(q, &headers, &[])?;
+            let metric = p.get("metric").filter(|m| !m.is_empty());
+            let limit: usize = p
+                .get("limit")
+                .and_then(|l| l.parse::<i64>().ok())
+                .filter(|l| *l > 0)
+                .map_or(usize::MAX, |l| l as usize);
+            let mut map = serde_json::Map::new();
+            for m in state.store.metadata() {
+                if metric.is_some_and(|want| want != m.metric) || map.len() >= limit {
+                    continue;
+                }
+                map.insert(
+                    m.metric.clone(),
+                    serde_json::json!([{"type": m.kind.as_str(), "help": m.help, "unit": m.unit}]),
+                );
             }
-            map.insert(
-                m.metric.clone(),
-                serde_json::json!([{"type": m.kind.as_str(), "help": m.help, "unit": m.unit}]),
-            );
-        }
-        Ok(success(&serde_json::Value::Object(map).to_string()))
-    })();
-    result.unwrap_or_else(IntoResponse::into_response)
+            Ok(success(&serde_json::Value::Object(map).to_string()))
+        },
+    )
+    .await
 }
 
 /// Exemplars are not stored yet: an empty, well-formed answer keeps Grafana

@@ -187,31 +187,47 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// Periodic fsync (for the interval policy) and storage maintenance.
-fn spawn_upkeep(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+/// Periodic fsync (for the interval policy) and storage maintenance, as two
+/// tasks: a long maintenance run must not stretch the fsync interval, which
+/// bounds what a power loss can take.
+fn spawn_upkeep(state: AppState, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    let fsync = match state.store.options().fsync {
+        FsyncPolicy::IntervalMs(ms) => Some(Duration::from_millis(ms)),
+        _ => None,
+    };
+    let sync_task = fsync.map(|every| {
+        let (state, mut stop) = (state.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let store = state.store.clone();
+                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.sync()).await {
+                            tracing::error!("WAL fsync failed: {e}");
+                        }
+                    }
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    });
+    let mut stop = stop;
     tokio::spawn(async move {
-        let sync_every = match state.store.options().fsync {
-            FsyncPolicy::IntervalMs(ms) => Duration::from_millis(ms),
-            _ => Duration::from_secs(3600),
-        };
-        let mut sync_tick = tokio::time::interval(sync_every);
-        let mut maintain_tick = tokio::time::interval(Duration::from_secs(60));
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
-                _ = sync_tick.tick() => {
-                    let store = state.store.clone();
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.sync()).await {
-                        tracing::error!("WAL fsync failed: {e}");
-                    }
-                }
-                _ = maintain_tick.tick() => {
+                _ = tick.tick() => {
                     let store = state.store.clone();
                     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.maintain()).await {
                         tracing::error!("storage maintenance failed: {e}");
                     }
                 }
-                _ = stop.changed() => return,
+                _ = stop.changed() => break,
             }
+        }
+        if let Some(t) = sync_task {
+            let _ = t.await;
         }
     })
 }

@@ -16,6 +16,10 @@ pub enum RequestError {
     UnsupportedEncoding(String),
     BadRequest(String),
     Overloaded,
+    /// The body did not arrive in time.
+    Timeout,
+    /// Storage failed (disk full, I/O error): retryable.
+    Unavailable(String),
     Internal(String),
 }
 
@@ -27,6 +31,8 @@ impl RequestError {
             RequestError::UnsupportedEncoding(_) => "unsupported_encoding",
             RequestError::BadRequest(_) => "bad_request",
             RequestError::Overloaded => "overloaded",
+            RequestError::Timeout => "timeout",
+            RequestError::Unavailable(_) => "unavailable",
             RequestError::Internal(_) => "internal",
         }
     }
@@ -39,6 +45,8 @@ impl RequestError {
             }
             RequestError::BadRequest(_) => StatusCode::BAD_REQUEST,
             RequestError::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            RequestError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            RequestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             RequestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -58,6 +66,11 @@ impl RequestError {
             RequestError::Overloaded => {
                 "server is handling too many writes; retry with backoff".into()
             }
+            RequestError::Unavailable(m) => format!("storage is unavailable, retry later: {m}"),
+            RequestError::Timeout => format!(
+                "request body not received within {}s",
+                BODY_TIMEOUT.as_secs()
+            ),
         }
     }
 }
@@ -65,7 +78,7 @@ impl RequestError {
 impl IntoResponse for RequestError {
     fn into_response(self) -> Response {
         let mut resp = (self.status(), self.message()).into_response();
-        if matches!(self, RequestError::Overloaded) {
+        if self.is_retryable() {
             resp.headers_mut()
                 .insert("retry-after", axum::http::HeaderValue::from_static("1"));
         }
@@ -73,25 +86,44 @@ impl IntoResponse for RequestError {
     }
 }
 
-/// Reads a body of at most `limit` bytes, then undoes a gzip
-/// `Content-Encoding` (whose output is limited too, against zip bombs).
-pub async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Vec<u8>, RequestError> {
-    let raw = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| RequestError::TooLarge(limit))?;
-    let encoding = headers
+impl RequestError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            RequestError::Overloaded | RequestError::Unavailable(_)
+        )
+    }
+}
+
+/// How long a client may take to send its body. Slow senders otherwise hold
+/// a write permit and starve everybody else.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads a body of at most `limit` bytes, within [`BODY_TIMEOUT`].
+pub async fn read_raw(body: Body, limit: usize) -> Result<bytes::Bytes, RequestError> {
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(RequestError::Timeout),
+        Ok(Err(_)) => Err(RequestError::TooLarge(limit)),
+        Ok(Ok(b)) => Ok(b),
+    }
+}
+
+/// The request's `Content-Encoding`, lowercased.
+pub fn content_encoding(headers: &HeaderMap) -> String {
+    headers
         .get("content-encoding")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
-    match encoding.as_str() {
+        .to_ascii_lowercase()
+}
+
+/// Undoes a gzip or identity `Content-Encoding` (CPU work: call it off the
+/// async workers).
+pub fn decode_content(raw: &[u8], encoding: &str, limit: usize) -> Result<Vec<u8>, RequestError> {
+    match encoding {
         "" | "identity" => Ok(raw.to_vec()),
-        "gzip" => gunzip(&raw, limit),
+        "gzip" => gunzip(raw, limit),
         other => Err(RequestError::UnsupportedEncoding(other.to_string())),
     }
 }

@@ -15,8 +15,8 @@ use prost::Message;
 use sonde_ingest::otlp::collector::ExportMetricsServiceResponse;
 
 use crate::app::AppState;
-use crate::body::{gunzip, RequestError};
-use crate::write::{partial_success, store_batch};
+use crate::body::{gunzip, read_raw, RequestError};
+use crate::write::store_otlp;
 
 /// gRPC status codes used here.
 const OK: u32 = 0;
@@ -90,31 +90,39 @@ fn percent_encode(s: &str) -> String {
 }
 
 /// Extracts the single message of a unary request.
-fn unframe(headers: &HeaderMap, body: &[u8], limit: usize) -> Result<Vec<u8>, (u32, String)> {
+fn unframe(headers: &HeaderMap, body: &[u8], limit: usize) -> Result<Vec<u8>, RequestError> {
     if body.len() < 5 {
-        return Err((
-            INVALID_ARGUMENT,
+        return Err(RequestError::BadRequest(
             "request is not a length-prefixed gRPC message".into(),
         ));
     }
     let compressed = body[0] == 1;
     let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
-    let msg = body.get(5..5 + len).ok_or((
-        INVALID_ARGUMENT,
-        "gRPC message is shorter than its length prefix".to_string(),
-    ))?;
+    let msg = body.get(5..5usize.saturating_add(len)).ok_or_else(|| {
+        RequestError::BadRequest("gRPC message is shorter than its length prefix".into())
+    })?;
     if !compressed {
         return Ok(msg.to_vec());
     }
     match headers.get("grpc-encoding").and_then(|v| v.to_str().ok()) {
-        Some("gzip") => gunzip(msg, limit).map_err(|e| match e {
-            RequestError::TooLarge(_) => (RESOURCE_EXHAUSTED, e.message()),
-            _ => (INVALID_ARGUMENT, e.message()),
-        }),
-        other => Err((
-            UNIMPLEMENTED,
-            format!("unsupported grpc-encoding {other:?}; use gzip or identity"),
-        )),
+        Some("gzip") => gunzip(msg, limit),
+        other => Err(RequestError::UnsupportedEncoding(format!(
+            "grpc-encoding {other:?}"
+        ))),
+    }
+}
+
+/// The gRPC status for a refused request; UNAVAILABLE is what OTLP
+/// exporters retry.
+fn grpc_code(e: &RequestError) -> u32 {
+    match e {
+        RequestError::BadRequest(_) | RequestError::UnsupportedMediaType(_) => INVALID_ARGUMENT,
+        RequestError::TooLarge(_) => RESOURCE_EXHAUSTED,
+        RequestError::UnsupportedEncoding(_) => UNIMPLEMENTED,
+        RequestError::Overloaded | RequestError::Unavailable(_) | RequestError::Timeout => {
+            UNAVAILABLE
+        }
+        RequestError::Internal(_) => INTERNAL,
     }
 }
 
@@ -123,37 +131,27 @@ pub async fn export_metrics(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result: Result<Response, (u32, String)> = async {
+    let result: Result<Response, RequestError> = async {
         let _permit = state
             .write_permits
             .try_acquire()
-            .map_err(|_| (UNAVAILABLE, RequestError::Overloaded.message()))?;
+            .map_err(|_| RequestError::Overloaded)?;
         let limit = state.config.max_request_bytes;
-        let raw = axum::body::to_bytes(body, limit + 5)
-            .await
-            .map_err(|_| (RESOURCE_EXHAUSTED, RequestError::TooLarge(limit).message()))?;
-        let msg = unframe(&headers, &raw, limit)?;
-        let req = sonde_ingest::otlp::decode_proto(&msg)
-            .map_err(|e| (INVALID_ARGUMENT, e.to_string()))?;
-        let batch = state.converter.convert(&req, state.clock.now_ms());
-        let report = store_batch(&state, "otlp_grpc", batch)
-            .await
-            .map_err(|e| (INTERNAL, e.message()))?;
+        let raw = read_raw(body, limit.saturating_add(5)).await?;
+        let outcome = store_otlp(&state, "otlp_grpc", move || {
+            let msg = unframe(&headers, &raw, limit)?;
+            sonde_ingest::otlp::decode_proto(&msg)
+                .map_err(|e| RequestError::BadRequest(e.to_string()))
+        })
+        .await?;
         Ok(grpc_ok(&ExportMetricsServiceResponse {
-            partial_success: partial_success(&report),
+            partial_success: outcome.partial_success(),
         }))
     }
     .await;
-    let resp = result.unwrap_or_else(|(code, msg)| {
-        let reason = match code {
-            INVALID_ARGUMENT => "bad_request",
-            RESOURCE_EXHAUSTED => "too_large",
-            UNAVAILABLE => "overloaded",
-            UNIMPLEMENTED => "unsupported_encoding",
-            _ => "internal",
-        };
-        state.metrics.rejected_request("otlp_grpc", reason);
-        grpc_error(code, &msg)
+    let resp = result.unwrap_or_else(|e| {
+        state.metrics.rejected_request("otlp_grpc", e.reason());
+        grpc_error(grpc_code(&e), &e.message())
     });
     state.metrics.request("otlp_grpc", resp.status().as_u16());
     resp

@@ -1,17 +1,23 @@
 //! Write endpoints over HTTP: Prometheus remote write and OTLP/HTTP metrics.
 //! Every write is acknowledged only after the store has it in the WAL.
+//!
+//! Decompression, decoding and conversion are CPU work proportional to the
+//! request, so they run on blocking threads with the append, never on the
+//! async workers that serve every other connection.
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
-use sonde_ingest::otlp::collector::{ExportMetricsPartialSuccess, ExportMetricsServiceResponse};
+use sonde_ingest::otlp::collector::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use sonde_ingest::MetricsBatch;
 use sonde_store::AppendReport;
 
 use crate::app::AppState;
-use crate::body::{content_type, read_body, RequestError};
+use crate::body::{content_encoding, content_type, decode_content, read_raw, RequestError};
 
 /// `google.rpc.Status`, the body of an OTLP error response.
 #[derive(Clone, PartialEq, Message)]
@@ -22,23 +28,93 @@ pub struct RpcStatus {
     pub message: String,
 }
 
-/// Hands a decoded batch to the store; returns once it is durable.
-pub async fn store_batch(
+fn storage_error(e: sonde_store::Error) -> RequestError {
+    RequestError::Unavailable(e.to_string())
+}
+
+/// Runs `work` on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RequestError> + Send + 'static,
+) -> Result<T, RequestError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| RequestError::Internal(format!("write task failed: {e}")))?
+}
+
+/// What a converted OTLP request did: the store's report plus the points
+/// dropped during conversion.
+pub struct OtlpOutcome {
+    pub report: AppendReport,
+    pub dropped: u64,
+    pub first_drop: Option<String>,
+}
+
+impl OtlpOutcome {
+    pub fn partial_success(&self) -> Option<ExportMetricsPartialSuccess> {
+        let rejected = self.report.rejected + self.dropped;
+        if rejected == 0 {
+            return None;
+        }
+        let first = match (&self.report.first_error, &self.first_drop) {
+            (_, Some(drop)) => drop.clone(),
+            (Some((reason, msg)), None) => format!("{} ({})", msg, reason.as_str()),
+            (None, None) => String::new(),
+        };
+        Some(ExportMetricsPartialSuccess {
+            rejected_data_points: rejected as i64,
+            error_message: format!("{rejected} data points rejected; first: {first}"),
+        })
+    }
+}
+
+/// Converts and stores an OTLP request on a blocking thread.
+pub async fn store_otlp(
     state: &AppState,
     protocol: &'static str,
-    batch: MetricsBatch,
+    decode: impl FnOnce() -> Result<ExportMetricsServiceRequest, RequestError> + Send + 'static,
+) -> Result<OtlpOutcome, RequestError> {
+    let st = state.clone();
+    let outcome = blocking(move || {
+        let req = decode()?;
+        let batch: MetricsBatch = st.converter.convert(&req, st.clock.now_ms());
+        for m in batch.metadata {
+            st.store.set_metadata(m).map_err(storage_error)?;
+        }
+        let report = st.store.append(&batch.series).map_err(storage_error)?;
+        Ok(OtlpOutcome {
+            report,
+            dropped: batch.rejected_points,
+            first_drop: batch.first_rejection,
+        })
+    })
+    .await?;
+    state.metrics.samples(protocol, outcome.report.accepted);
+    Ok(outcome)
+}
+
+/// Decodes and stores a remote-write body on a blocking thread: the decoded
+/// series borrow the decompressed body, so both live in that one closure.
+async fn store_remote_write(
+    state: &AppState,
+    body: bytes::Bytes,
 ) -> Result<AppendReport, RequestError> {
     let store = state.store.clone();
-    let report = tokio::task::spawn_blocking(move || {
+    // Snappy inflates telemetry several-fold; allow that, not more.
+    let limit = state.config.max_request_bytes.saturating_mul(8);
+    let report = blocking(move || {
+        use sonde_ingest::remote_write::{decode_views, decompress_limited};
+        let raw = decompress_limited(&body, limit).map_err(|e| match e {
+            sonde_ingest::Error::TooLarge(limit) => RequestError::TooLarge(limit),
+            e => RequestError::BadRequest(e.to_string()),
+        })?;
+        let batch = decode_views(&raw).map_err(|e| RequestError::BadRequest(e.to_string()))?;
         for m in batch.metadata {
-            store.set_metadata(m)?;
+            store.set_metadata(m).map_err(storage_error)?;
         }
-        store.append(&batch.series)
+        store.append_views(&batch.series).map_err(storage_error)
     })
-    .await
-    .map_err(|e| RequestError::Internal(format!("write task failed: {e}")))?
-    .map_err(|e| RequestError::Internal(format!("cannot persist the write: {e}")))?;
-    state.metrics.samples(protocol, report.accepted);
+    .await?;
+    state.metrics.samples("remote_write", report.accepted);
     Ok(report)
 }
 
@@ -51,7 +127,7 @@ fn finish(
         Ok(r) => r,
         Err(e) => {
             state.metrics.rejected_request(protocol, e.reason());
-            if matches!(e, RequestError::Internal(_)) {
+            if matches!(e, RequestError::Internal(_) | RequestError::Unavailable(_)) {
                 tracing::error!(protocol, "write failed: {}", e.message());
             }
             e.into_response()
@@ -61,31 +137,40 @@ fn finish(
     resp
 }
 
-/// Decodes and stores on a blocking thread: the decoded series borrow the
-/// decompressed body, so both live in that one closure.
-async fn store_remote_write(state: &AppState, body: Vec<u8>) -> Result<AppendReport, RequestError> {
-    let store = state.store.clone();
-    let limit = state.config.max_request_bytes.saturating_mul(8);
-    let report = tokio::task::spawn_blocking(move || {
-        use sonde_ingest::remote_write::{decode_views, decompress};
-        let bad = |e: sonde_ingest::Error| RequestError::BadRequest(e.to_string());
-        let raw = decompress(&body).map_err(bad)?;
-        if raw.len() > limit {
-            return Err(RequestError::TooLarge(limit));
+/// Remote write v1 only: a request for another protobuf message (remote
+/// write 2.0) gets 415, which tells Prometheus to fall back to v1.
+fn check_remote_write_headers(headers: &HeaderMap) -> Result<(), RequestError> {
+    let raw_ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let ct = content_type(headers);
+    if !ct.is_empty() && ct != "application/x-protobuf" {
+        return Err(RequestError::UnsupportedMediaType(format!(
+            "{ct}; remote write expects application/x-protobuf"
+        )));
+    }
+    if let Some(proto) = raw_ct
+        .split(';')
+        .skip(1)
+        .filter_map(|p| p.trim().strip_prefix("proto="))
+        .next()
+    {
+        if proto != "prometheus.WriteRequest" {
+            return Err(RequestError::UnsupportedMediaType(format!(
+                "{raw_ct}; Sonde speaks remote write 1.0 (prometheus.WriteRequest)"
+            )));
         }
-        let batch = decode_views(&raw).map_err(bad)?;
-        let persist = |e: sonde_store::Error| {
-            RequestError::Internal(format!("cannot persist the write: {e}"))
-        };
-        for m in batch.metadata {
-            store.set_metadata(m).map_err(persist)?;
-        }
-        store.append_views(&batch.series).map_err(persist)
-    })
-    .await
-    .map_err(|e| RequestError::Internal(format!("write task failed: {e}")))??;
-    state.metrics.samples("remote_write", report.accepted);
-    Ok(report)
+    }
+    // Remote write bodies are snappy-compressed by the protocol itself;
+    // Prometheus says so with `Content-Encoding: snappy`.
+    let encoding = content_encoding(headers);
+    if !encoding.is_empty() && encoding != "snappy" {
+        return Err(RequestError::UnsupportedEncoding(format!(
+            "{encoding}; remote write bodies are snappy-compressed"
+        )));
+    }
+    Ok(())
 }
 
 pub async fn remote_write(
@@ -94,34 +179,12 @@ pub async fn remote_write(
     body: Body,
 ) -> Response {
     let result = async {
+        check_remote_write_headers(&headers)?;
         let _permit = state
             .write_permits
             .try_acquire()
             .map_err(|_| RequestError::Overloaded)?;
-        let ct = content_type(&headers);
-        if !ct.is_empty() && ct != "application/x-protobuf" {
-            return Err(RequestError::UnsupportedMediaType(format!(
-                "{ct}; remote write expects application/x-protobuf"
-            )));
-        }
-        // Remote write bodies are snappy-compressed by the protocol itself;
-        // Prometheus says so with `Content-Encoding: snappy`.
-        let encoding = headers
-            .get("content-encoding")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if !encoding.is_empty() && encoding != "snappy" {
-            return Err(RequestError::UnsupportedEncoding(format!(
-                "{encoding}; remote write bodies are snappy-compressed"
-            )));
-        }
-        let limit = state.config.max_request_bytes;
-        let body = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|_| RequestError::TooLarge(limit))?
-            .to_vec();
+        let body = read_raw(body, state.config.max_request_bytes).await?;
         let report = store_remote_write(&state, body).await?;
         match report.first_error {
             // Prometheus drops a batch answered with 400 instead of retrying
@@ -168,9 +231,11 @@ fn otlp_response(enc: OtlpEncoding, status: StatusCode, body: Vec<u8>) -> Respon
 
 /// OTLP/HTTP errors carry a `google.rpc.Status` in the request's encoding.
 fn otlp_error(enc: OtlpEncoding, e: &RequestError) -> Response {
-    // gRPC codes: 3 invalid argument, 8 resource exhausted, 13 internal.
+    // gRPC codes: 3 invalid argument, 8 resource exhausted, 13 internal,
+    // 14 unavailable.
     let code = match e {
         RequestError::Overloaded => 8,
+        RequestError::Unavailable(_) => 14,
         RequestError::Internal(_) => 13,
         _ => 3,
     };
@@ -185,25 +250,11 @@ fn otlp_error(enc: OtlpEncoding, e: &RequestError) -> Response {
             .into_bytes(),
     };
     let mut resp = otlp_response(enc, e.status(), body);
-    if matches!(e, RequestError::Overloaded) {
+    if e.is_retryable() {
         resp.headers_mut()
             .insert("retry-after", HeaderValue::from_static("1"));
     }
     resp
-}
-
-pub fn partial_success(report: &AppendReport) -> Option<ExportMetricsPartialSuccess> {
-    report
-        .first_error
-        .as_ref()
-        .map(|(reason, msg)| ExportMetricsPartialSuccess {
-            rejected_data_points: report.rejected as i64,
-            error_message: format!(
-                "{} samples rejected ({}); first: {msg}",
-                report.rejected,
-                reason.as_str()
-            ),
-        })
 }
 
 pub async fn otlp_http_metrics(
@@ -216,20 +267,27 @@ pub async fn otlp_http_metrics(
         Err(e) => return finish(&state, "otlp_http", Err(e)),
     };
     let result: Result<Response, RequestError> = async {
+        let encoding = content_encoding(&headers);
+        if !matches!(encoding.as_str(), "" | "identity" | "gzip") {
+            return Err(RequestError::UnsupportedEncoding(encoding));
+        }
         let _permit = state
             .write_permits
             .try_acquire()
             .map_err(|_| RequestError::Overloaded)?;
-        let raw = read_body(&headers, body, state.config.max_request_bytes).await?;
-        let req = match enc {
-            OtlpEncoding::Protobuf => sonde_ingest::otlp::decode_proto(&raw),
-            OtlpEncoding::Json => sonde_ingest::otlp::decode_json(&raw),
-        }
-        .map_err(|e| RequestError::BadRequest(e.to_string()))?;
-        let batch = state.converter.convert(&req, state.clock.now_ms());
-        let report = store_batch(&state, "otlp_http", batch).await?;
+        let limit = state.config.max_request_bytes;
+        let raw = read_raw(body, limit).await?;
+        let outcome = store_otlp(&state, "otlp_http", move || {
+            let body = decode_content(&raw, &encoding, limit)?;
+            match enc {
+                OtlpEncoding::Protobuf => sonde_ingest::otlp::decode_proto(&body),
+                OtlpEncoding::Json => sonde_ingest::otlp::decode_json(&body),
+            }
+            .map_err(|e| RequestError::BadRequest(e.to_string()))
+        })
+        .await?;
         let resp = ExportMetricsServiceResponse {
-            partial_success: partial_success(&report),
+            partial_success: outcome.partial_success(),
         };
         let body = match enc {
             OtlpEncoding::Protobuf => resp.encode_to_vec(),
@@ -240,11 +298,10 @@ pub async fn otlp_http_metrics(
         Ok(otlp_response(enc, StatusCode::OK, body))
     }
     .await;
-    let result = result.map_err(|e| {
+    let resp = result.unwrap_or_else(|e| {
         state.metrics.rejected_request("otlp_http", e.reason());
         otlp_error(enc, &e)
     });
-    let resp = result.unwrap_or_else(|r| r);
     state.metrics.request("otlp_http", resp.status().as_u16());
     resp
 }

@@ -221,6 +221,7 @@ fn series(name: &str, extra: &[(&str, &str)], samples: &[(i64, f64)]) -> Series 
     Series {
         labels: Labels::from_pairs(pairs),
         samples: samples.iter().map(|&(t, v)| Sample { t, v }).collect(),
+        histograms: Vec::new(),
     }
 }
 
@@ -652,4 +653,74 @@ fn sigterm_shuts_down_in_order_and_restart_recovers() {
         .read_to_string(&mut buf)
         .unwrap();
     assert!(buf.contains("store opened"));
+}
+
+/// Regression tests from review: retried delta points must not double-count,
+/// remote write 2.0 is refused so Prometheus falls back, a snappy header
+/// declaring a huge body is refused before allocating, and a point with an
+/// absurd number of attributes is dropped, not converted for minutes.
+#[test]
+fn retries_protocol_versions_and_hostile_sizes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("d"), &[]);
+    let t = now_ms() - 10_000;
+    let url = format!("{}/v1/metrics", s.otlp_http);
+    let delta = |t_ms: i64, v: i64| {
+        serde_json::json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [{
+            "name": "retried", "sum": {"aggregationTemporality": 1, "isMonotonic": true,
+            "dataPoints": [{"timeUnixNano": (t_ms * 1_000_000).to_string(), "asInt": v.to_string()}]}
+        }]}]}]})
+        .to_string()
+    };
+    assert_eq!(
+        post(&url, "application/json", &[], delta(t, 5).as_bytes()).0,
+        200
+    );
+    let (code, body) = post(&url, "application/json", &[], delta(t, 5).as_bytes());
+    assert_eq!(code, 200);
+    assert!(body.contains("rejectedDataPoints"), "{body}");
+    assert_eq!(
+        post(&url, "application/json", &[], delta(t + 1000, 2).as_bytes()).0,
+        200
+    );
+    assert_eq!(s.vector("retried_total", t + 1000)[0].1, 7.0);
+
+    let write = format!("{}/api/v1/write", s.api);
+    let body = sonde_ingest::remote_write::encode(&[series("v2", &[], &[(t, 1.0)])]);
+    let (code, msg) = post(
+        &write,
+        "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+        &[],
+        &body,
+    );
+    assert_eq!(
+        (code, msg.contains("remote write 1.0")),
+        (415, true),
+        "{msg}"
+    );
+    // A snappy stream whose header declares 1 GiB.
+    let (code, msg) = post(
+        &write,
+        "application/x-protobuf",
+        &[],
+        &[0x80, 0x80, 0x80, 0x80, 0x04, 0x00],
+    );
+    assert_eq!(code, 413, "{msg}");
+
+    let attrs: Vec<serde_json::Value> = (0..5000)
+        .map(|i| serde_json::json!({"key": format!("k{i}"), "value": {"stringValue": "v"}}))
+        .collect();
+    let wide = serde_json::json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [{
+        "name": "wide", "gauge": {"dataPoints": [{"timeUnixNano": (t * 1_000_000).to_string(), "asDouble": 1.0, "attributes": attrs}]}
+    }]}]}]});
+    let started = Instant::now();
+    let (code, body) = post(&url, "application/json", &[], wide.to_string().as_bytes());
+    assert_eq!(code, 200);
+    assert!(body.contains("more than 256 attributes"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(s.vector("wide", t).is_empty());
 }

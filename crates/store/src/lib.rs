@@ -312,10 +312,12 @@ impl Store {
         let mut report = AppendReport::default();
         let now = self.clock.now_ms();
         let max_t = now.saturating_add(self.opts.future_tolerance_ms);
+        // Without retention, still refuse absurd times (beyond ±140,000
+        // years), so time arithmetic in maintenance cannot overflow.
         let min_t = if self.opts.retention_ms > 0 {
             now.saturating_sub(self.opts.retention_ms)
         } else {
-            i64::MIN
+            -(1i64 << 52)
         };
         let mut wal_samples = Vec::with_capacity(batch.iter().map(|s| s.samples.len()).sum());
         let mut targets = Vec::with_capacity(batch.len());
@@ -649,7 +651,7 @@ impl Store {
         while let Some((min, max)) = self.head.time_range() {
             // Keep half a block of recent data in the head so out-of-order
             // samples still have somewhere to land.
-            if max - min <= range + range / 2 {
+            if max.saturating_sub(min) <= range + range / 2 {
                 break;
             }
             let start = min.div_euclid(range) * range;
