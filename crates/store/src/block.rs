@@ -23,7 +23,7 @@ use crate::head::select_postings;
 use crate::wal::{put_str, put_uvarint, sync_dir, unzigzag, zigzag, Reader};
 use crate::{Error, Result};
 
-const INDEX_MAGIC: &[u8] = b"SONDEIX2";
+const INDEX_MAGIC: &[u8] = b"SONDEIX3";
 
 /// Samples per chunk in a block: larger than in the head, because blocks are
 /// written once and bigger frames compress better.
@@ -37,9 +37,11 @@ struct ChunkRef {
     len: u32,
 }
 
+/// A series of an open block: its labels as symbol ids (name, value,
+/// name, value, ...), so a block holds each distinct string once.
 struct BlockSeries {
-    labels: Labels,
-    chunks: Vec<ChunkRef>,
+    label_ids: Box<[u32]>,
+    chunks: Box<[ChunkRef]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +62,7 @@ pub struct Block {
     pub bytes: u64,
     /// Directory names of the blocks merged into this one.
     pub sources: Vec<String>,
+    symbols: Vec<Box<str>>,
     series: Vec<BlockSeries>,
     postings: HashMap<String, BTreeMap<String, Vec<u64>>>,
     chunks: File,
@@ -71,7 +74,10 @@ pub struct BlockWriter {
     final_dir: PathBuf,
     chunks: BufWriter<File>,
     offset: u64,
-    index: Vec<u8>,
+    /// The series section of the index; the symbol table goes before it.
+    series_index: Vec<u8>,
+    symbols: HashMap<String, u32>,
+    symbol_list: Vec<String>,
     meta: BlockMeta,
     sources: Vec<String>,
 }
@@ -105,14 +111,14 @@ impl BlockWriter {
         }
         fs::create_dir_all(&tmp)?;
         let chunks = BufWriter::with_capacity(1 << 20, File::create(tmp.join("chunks"))?);
-        let mut index = Vec::with_capacity(1 << 16);
-        index.extend_from_slice(INDEX_MAGIC);
         Ok(BlockWriter {
             tmp,
             final_dir: blocks_dir.join(name),
             chunks,
             offset: 0,
-            index,
+            series_index: Vec::with_capacity(1 << 16),
+            symbols: HashMap::new(),
+            symbol_list: Vec::new(),
             meta: BlockMeta {
                 min_t,
                 max_t,
@@ -144,21 +150,33 @@ impl BlockWriter {
             });
             self.offset += bytes.len() as u64 + 4;
         }
-        put_uvarint(&mut self.index, labels.len() as u64);
+        put_uvarint(&mut self.series_index, labels.len() as u64);
         for l in labels.iter() {
-            put_str(&mut self.index, &l.name);
-            put_str(&mut self.index, &l.value);
+            for text in [&l.name, &l.value] {
+                let id = self.symbol(text);
+                put_uvarint(&mut self.series_index, id as u64);
+            }
         }
-        put_uvarint(&mut self.index, refs.len() as u64);
+        put_uvarint(&mut self.series_index, refs.len() as u64);
         for r in &refs {
-            put_uvarint(&mut self.index, zigzag(r.min_t));
-            put_uvarint(&mut self.index, (r.max_t - r.min_t) as u64);
-            put_uvarint(&mut self.index, r.offset);
-            put_uvarint(&mut self.index, r.len as u64);
+            put_uvarint(&mut self.series_index, zigzag(r.min_t));
+            put_uvarint(&mut self.series_index, (r.max_t - r.min_t) as u64);
+            put_uvarint(&mut self.series_index, r.offset);
+            put_uvarint(&mut self.series_index, r.len as u64);
         }
         self.meta.num_series += 1;
         self.meta.num_samples += samples.len() as u64;
         Ok(())
+    }
+
+    fn symbol(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.symbols.get(text) {
+            return id;
+        }
+        let id = self.symbol_list.len() as u32;
+        self.symbols.insert(text.to_string(), id);
+        self.symbol_list.push(text.to_string());
+        id
     }
 
     /// Makes the block durable and visible. Returns `None` if it is empty.
@@ -170,9 +188,16 @@ impl BlockWriter {
         }
         self.chunks.flush()?;
         self.chunks.get_ref().sync_all()?;
-        let crc = crc32fast::hash(&self.index);
-        self.index.extend_from_slice(&crc.to_le_bytes());
-        write_synced(&self.tmp.join("index"), &self.index)?;
+        let mut index = Vec::with_capacity(self.series_index.len() + self.symbol_list.len() * 16);
+        index.extend_from_slice(INDEX_MAGIC);
+        put_uvarint(&mut index, self.symbol_list.len() as u64);
+        for sym in &self.symbol_list {
+            put_str(&mut index, sym);
+        }
+        index.extend_from_slice(&self.series_index);
+        let crc = crc32fast::hash(&index);
+        index.extend_from_slice(&crc.to_le_bytes());
+        write_synced(&self.tmp.join("index"), &index)?;
         let m = &self.meta;
         let meta = format!(
             "min_t={}\nmax_t={}\nnum_series={}\nnum_samples={}\nlevel={}\nsources={}\n",
@@ -225,19 +250,31 @@ impl Block {
             p: body,
             pos: INDEX_MAGIC.len(),
         };
+        let n_symbols = r.uvarint().ok_or_else(|| corrupt("bad symbol table"))? as usize;
+        let mut symbols: Vec<Box<str>> = Vec::with_capacity(n_symbols.min(1 << 20));
+        for _ in 0..n_symbols {
+            let sym = r.string().ok_or_else(|| corrupt("bad symbol"))?;
+            symbols.push(sym.into_boxed_str());
+        }
         // The meta file has no checksum: its count is a hint, capped.
         let mut series = Vec::with_capacity((meta.num_series as usize).min(1 << 20));
         let mut postings: HashMap<String, BTreeMap<String, Vec<u64>>> = HashMap::new();
         while r.pos < body.len() {
-            let s = read_series(&mut r).ok_or_else(|| corrupt("bad series entry"))?;
+            let s =
+                read_series(&mut r, symbols.len()).ok_or_else(|| corrupt("bad series entry"))?;
             let id = series.len() as u64;
-            for l in s.labels.iter() {
-                postings
-                    .entry(l.name.clone())
-                    .or_default()
-                    .entry(l.value.clone())
-                    .or_default()
-                    .push(id);
+            for pair in s.label_ids.chunks_exact(2) {
+                let (name, value) = (&symbols[pair[0] as usize], &symbols[pair[1] as usize]);
+                let values = match postings.get_mut(&**name) {
+                    Some(v) => v,
+                    None => postings.entry(name.to_string()).or_default(),
+                };
+                match values.get_mut(&**value) {
+                    Some(ids) => ids.push(id),
+                    None => {
+                        values.insert(value.to_string(), vec![id]);
+                    }
+                }
             }
             series.push(s);
         }
@@ -251,9 +288,31 @@ impl Block {
             meta,
             bytes,
             sources,
+            symbols,
             series,
             postings,
             chunks,
+        })
+    }
+
+    fn pairs<'a>(&'a self, s: &'a BlockSeries) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        s.label_ids.chunks_exact(2).map(|p| {
+            let sym = |id: u32| self.symbols.get(id as usize).map_or("", |x| &**x);
+            (sym(p[0]), sym(p[1]))
+        })
+    }
+
+    fn labels_of(&self, s: &BlockSeries) -> Labels {
+        Labels::from_pairs(self.pairs(s))
+    }
+
+    fn matches(&self, s: &BlockSeries, matchers: &[Matcher]) -> bool {
+        matchers.iter().all(|m| {
+            let value = self
+                .pairs(s)
+                .find(|(n, _)| *n == m.name)
+                .map_or("", |(_, v)| v);
+            m.matches_value(value)
         })
     }
 
@@ -265,7 +324,7 @@ impl Block {
         .filter(|&id| {
             self.series
                 .get(id as usize)
-                .is_some_and(|s| matchers.iter().all(|m| m.matches(&s.labels)))
+                .is_some_and(|s| self.matches(s, matchers))
         })
         .collect()
     }
@@ -282,7 +341,7 @@ impl Block {
             let s = &self.series[id as usize];
             let samples = self.read_samples(s, mint, maxt)?;
             if !samples.is_empty() {
-                out.push((s.labels.clone(), samples));
+                out.push((self.labels_of(s), samples));
             }
         }
         Ok(out)
@@ -292,7 +351,7 @@ impl Block {
     pub fn series_labels(&self, matchers: &[Matcher]) -> Vec<Labels> {
         self.matching_ids(matchers)
             .into_iter()
-            .map(|id| self.series[id as usize].labels.clone())
+            .map(|id| self.labels_of(&self.series[id as usize]))
             .collect()
     }
 
@@ -323,8 +382,8 @@ impl Block {
     }
 
     /// Every series' labels, in block order (the order `samples_of` takes).
-    pub fn series_labels_ref(&self) -> Vec<&Labels> {
-        self.series.iter().map(|s| &s.labels).collect()
+    pub fn all_labels(&self) -> Vec<Labels> {
+        self.series.iter().map(|s| self.labels_of(s)).collect()
     }
 
     /// All samples of the series at position `i`, for compaction.
@@ -336,11 +395,15 @@ impl Block {
     }
 }
 
-fn read_series(r: &mut Reader<'_>) -> Option<BlockSeries> {
+fn read_series(r: &mut Reader<'_>, n_symbols: usize) -> Option<BlockSeries> {
     let n = r.uvarint()? as usize;
-    let mut pairs = Vec::with_capacity(n.min(256));
-    for _ in 0..n {
-        pairs.push((r.string()?, r.string()?));
+    let mut label_ids = Vec::with_capacity(n.min(256) * 2);
+    for _ in 0..n * 2 {
+        let id = u32::try_from(r.uvarint()?).ok()?;
+        if id as usize >= n_symbols {
+            return None;
+        }
+        label_ids.push(id);
     }
     let nc = r.uvarint()? as usize;
     let mut chunks = Vec::with_capacity(nc.min(1 << 16));
@@ -355,8 +418,8 @@ fn read_series(r: &mut Reader<'_>) -> Option<BlockSeries> {
         });
     }
     Some(BlockSeries {
-        labels: Labels::from_pairs(pairs),
-        chunks,
+        label_ids: label_ids.into_boxed_slice(),
+        chunks: chunks.into_boxed_slice(),
     })
 }
 

@@ -746,17 +746,13 @@ impl Store {
 
     fn merge(&self, group: &[Arc<Block>], start: i64, end: i64) -> Result<()> {
         let level = group.iter().map(|b| b.meta.level).max().unwrap_or(1) + 1;
+        let labels_per_block: Vec<Vec<Labels>> = group.iter().map(|b| b.all_labels()).collect();
         let mut all_labels: BTreeSet<&Labels> = BTreeSet::new();
-        let indexes: Vec<HashMap<&Labels, usize>> = group
+        let indexes: Vec<HashMap<&Labels, usize>> = labels_per_block
             .iter()
-            .map(|b| {
-                let labels = b.series_labels_ref();
-                all_labels.extend(labels.iter().copied());
-                labels
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, l)| (l, i))
-                    .collect()
+            .map(|labels| {
+                all_labels.extend(labels.iter());
+                labels.iter().enumerate().map(|(i, l)| (l, i)).collect()
             })
             .collect();
         let sources = group.iter().map(|b| b.name()).collect();
