@@ -195,7 +195,7 @@ impl MetricsConverter {
         };
         let too_many =
             || format!("a data point of {name} has more than {MAX_ATTRIBUTES} attributes; dropped");
-        let mut points: Vec<(i64, Vec<(Labels, f64)>, bool)> = Vec::new();
+        let mut points: Vec<Point> = Vec::new();
         match data {
             metric::Data::Gauge(g) => {
                 for p in &g.data_points {
@@ -373,6 +373,10 @@ impl MetricsConverter {
         true
     }
 }
+
+/// One data point turned into series: its time, each series with its value,
+/// and whether the values are deltas still to be accumulated.
+type Point = (i64, Vec<(Labels, f64)>, bool);
 
 fn with_name(base: &LabelsBuilder, metric: &str, extra: Option<(&str, String)>) -> Labels {
     let mut b = base.clone();

@@ -145,8 +145,23 @@ pub fn exponential_bound(idx: i32, schema: i32) -> f64 {
 
 /// Maps a bucket index from one exponential schema to a lower one.
 fn reduce_index(idx: i32, from: i32, to: i32) -> i32 {
-    let shift = (from - to).clamp(0, 31);
-    ((idx - 1) >> shift) + 1
+    let shift = from.saturating_sub(to).clamp(0, 31);
+    (idx.saturating_sub(1) >> shift).saturating_add(1)
+}
+
+/// Widens the smaller zero bucket of `a` and `b` until both agree. Each
+/// widening can only grow a threshold to a bucket boundary, so this ends;
+/// the bound on rounds guards against NaN thresholds in bad input.
+fn reconcile_zero_buckets(a: &mut FloatHistogram, b: &mut FloatHistogram) {
+    for _ in 0..64 {
+        if a.zero_threshold > b.zero_threshold {
+            b.widen_zero_bucket(a.zero_threshold);
+        } else if b.zero_threshold > a.zero_threshold {
+            a.widen_zero_bucket(b.zero_threshold);
+        } else {
+            return;
+        }
+    }
 }
 
 /// Merges sorted entries of equal index after a mapping.
@@ -452,14 +467,7 @@ impl FloatHistogram {
                     *h = h.to_schema(target);
                 }
             }
-            while o.zero_threshold != self.zero_threshold {
-                if self.zero_threshold > o.zero_threshold {
-                    o.widen_zero_bucket(self.zero_threshold);
-                }
-                if o.zero_threshold > self.zero_threshold {
-                    self.widen_zero_bucket(o.zero_threshold);
-                }
-            }
+            reconcile_zero_buckets(self, &mut o);
             if comp.zero_threshold != self.zero_threshold {
                 comp.widen_zero_bucket(self.zero_threshold);
             }
@@ -508,14 +516,7 @@ impl FloatHistogram {
             if self.schema != target {
                 *self = self.to_schema(target);
             }
-            while o.zero_threshold != self.zero_threshold {
-                if self.zero_threshold > o.zero_threshold {
-                    o.widen_zero_bucket(self.zero_threshold);
-                }
-                if o.zero_threshold > self.zero_threshold {
-                    self.widen_zero_bucket(o.zero_threshold);
-                }
-            }
+            reconcile_zero_buckets(self, &mut o);
             self.zero_count += sign * o.zero_count;
             let p = merge_add(&self.positive(), &o.positive(), sign);
             let n = merge_add(&self.negative(), &o.negative(), sign);
@@ -586,6 +587,9 @@ impl FloatHistogram {
     }
 }
 
+/// Buckets as sorted `(index, count)` pairs.
+type Entries = Vec<(i32, f64)>;
+
 /// Kahan-Neumaier step: the new sum and compensation after adding `inc`.
 fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + inc;
@@ -602,11 +606,7 @@ fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
 /// Adds `add` into the sums `sum` with compensations `comp`, bucket by
 /// bucket; all three sorted by index. Returns the new sums and compensations
 /// in one layout.
-fn kahan_merge(
-    sum: &[(i32, f64)],
-    comp: &[(i32, f64)],
-    add: &[(i32, f64)],
-) -> (Vec<(i32, f64)>, Vec<(i32, f64)>) {
+fn kahan_merge(sum: &[(i32, f64)], comp: &[(i32, f64)], add: &[(i32, f64)]) -> (Entries, Entries) {
     let mut idx: Vec<i32> = sum.iter().chain(comp).chain(add).map(|b| b.0).collect();
     idx.sort_unstable();
     idx.dedup();
@@ -729,6 +729,32 @@ mod tests {
         assert_eq!(a.sub(&b), Ok(true));
         assert_eq!(a.custom_values, vec![1.0]);
         assert_eq!(a.positive(), vec![(0, 1.0), (1, -1.0)]);
+    }
+
+    #[test]
+    fn kahan_add_keeps_small_parts() {
+        let mut sum = FloatHistogram {
+            sum: 1.0,
+            ..h(0, &[])
+        };
+        let mut comp = None;
+        for v in [1e100, 1.0, -1e100] {
+            let x = FloatHistogram {
+                sum: v,
+                ..h(0, &[])
+            };
+            comp = sum.kahan_add(&x, comp).ok().map(|(c, _)| c);
+        }
+        let comp = comp.unwrap_or_default();
+        assert_eq!(sum.sum + comp.sum, 2.0);
+    }
+
+    #[test]
+    fn division_by_zero_drops_buckets() {
+        let mut a = h(0, &[(1, 2.0)]);
+        a.div(0.0);
+        assert!(a.positive_buckets.is_empty());
+        assert_eq!(a.count, f64::INFINITY);
     }
 
     #[test]

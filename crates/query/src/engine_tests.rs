@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sonde_model::{stale_nan, Labels, Matcher, Sample, Series};
+use sonde_model::{
+    collapse_buckets, stale_nan, FloatHistogram, HistogramSample, Labels, Matcher, Sample, Series,
+};
 
 use crate::{parse_selector, Engine, EngineOptions, Error, Queryable, Value};
 
@@ -23,6 +25,33 @@ impl Mem {
         });
         self
     }
+
+    fn with_hist(mut self, labels: &[(&str, &str)], points: &[(i64, FloatHistogram)]) -> Mem {
+        self.series.push(Series {
+            labels: Labels::from_pairs(labels.iter().copied()),
+            samples: Vec::new(),
+            histograms: points
+                .iter()
+                .map(|(t, h)| HistogramSample {
+                    t: *t,
+                    h: h.clone(),
+                })
+                .collect(),
+        });
+        self
+    }
+}
+
+/// A schema-0 histogram with `n` observations in (1, 2] and `n` in (2, 4].
+fn hist(n: f64) -> FloatHistogram {
+    let (positive_spans, positive_buckets) = collapse_buckets(&[(1, n), (2, n)]);
+    FloatHistogram {
+        count: 2.0 * n,
+        sum: 5.0 * n,
+        positive_spans,
+        positive_buckets,
+        ..FloatHistogram::default()
+    }
 }
 
 impl Queryable for Mem {
@@ -40,9 +69,14 @@ impl Queryable for Mem {
                     .copied()
                     .filter(|p| p.t >= mint && p.t <= maxt)
                     .collect(),
-                histograms: Vec::new(),
+                histograms: s
+                    .histograms
+                    .iter()
+                    .filter(|p| p.t >= mint && p.t <= maxt)
+                    .cloned()
+                    .collect(),
             })
-            .filter(|s| !s.samples.is_empty())
+            .filter(|s| !s.samples.is_empty() || !s.histograms.is_empty())
             .collect())
     }
 }
@@ -239,4 +273,67 @@ fn odd_queries_never_panic() {
     let _ = e.range(&m, "x", i64::MIN, i64::MAX, i64::MAX);
     let _ = e.range(&m, "x", i64::MAX - 10, i64::MAX, 3);
     let _ = e.instant(&m, "x", i64::MIN);
+}
+
+fn only_hist(v: &Value) -> FloatHistogram {
+    match v {
+        Value::Vector(s) => match s.as_slice() {
+            [one] => one.h.clone().unwrap_or_default(),
+            _ => panic!("expected one sample, got {v:?}"),
+        },
+        _ => panic!("expected a vector, got {v:?}"),
+    }
+}
+
+#[test]
+fn histograms_flow_through_selectors_rate_and_sum() {
+    let pts: Vec<(i64, FloatHistogram)> = (0..=4)
+        .map(|i| (i * 60_000, hist(i as f64 * 6.0)))
+        .collect();
+    let m = Mem::default()
+        .with_hist(&[("__name__", "h"), ("i", "a")], &pts)
+        .with_hist(&[("__name__", "h"), ("i", "b")], &pts);
+    let e = engine();
+    let latest = only_hist(&e.instant(&m, "h{i=\"a\"}", 250_000).unwrap());
+    assert_eq!(latest.count, 48.0);
+    // 6 observations a minute per bucket: 0.1/s, samples cover the window.
+    let r = only_hist(&e.instant(&m, "rate(h{i=\"a\"}[4m])", 240_000).unwrap());
+    assert!((r.count - 0.2).abs() < 1e-9, "{r:?}");
+    let s = only_hist(&e.instant(&m, "sum(h)", 240_000).unwrap());
+    assert_eq!(s.count, 96.0);
+    assert_eq!(
+        values(&e.instant(&m, "histogram_count(sum(h))", 240_000).unwrap()),
+        vec![96.0]
+    );
+    // The median lies at the (1, 2] / (2, 4] boundary.
+    let q = values(
+        &e.instant(&m, "histogram_quantile(0.5, h{i=\"a\"})", 240_000)
+            .unwrap(),
+    );
+    assert!((q[0] - 2.0).abs() < 1e-9, "{q:?}");
+    // Floats only: histograms are ignored by float functions and max.
+    assert!(values(&e.instant(&m, "abs(h)", 240_000).unwrap()).is_empty());
+    assert!(values(&e.instant(&m, "max(h)", 240_000).unwrap()).is_empty());
+}
+
+#[test]
+fn histogram_arithmetic_follows_prometheus() {
+    let m = Mem::default()
+        .with_hist(&[("__name__", "h")], &[(0, hist(2.0))])
+        .with(&[("__name__", "f")], &[(0, 3.0)]);
+    let e = engine();
+    assert_eq!(only_hist(&e.instant(&m, "h * 2", 0).unwrap()).count, 8.0);
+    assert_eq!(only_hist(&e.instant(&m, "h / 2", 0).unwrap()).count, 2.0);
+    assert_eq!(only_hist(&e.instant(&m, "-h", 0).unwrap()).count, -4.0);
+    assert_eq!(only_hist(&e.instant(&m, "h - h", 0).unwrap()).count, 0.0);
+    // No meaning, so no result: histogram plus scalar, scalar over histogram.
+    assert!(values(&e.instant(&m, "h + 1", 0).unwrap()).is_empty());
+    assert!(values(&e.instant(&m, "2 / h", 0).unwrap()).is_empty());
+    assert!(values(&e.instant(&m, "h > 1", 0).unwrap()).is_empty());
+    // Mixed floats and histograms do not sum.
+    assert!(values(&e.instant(&m, "sum({__name__=~\"h|f\"})", 0).unwrap()).is_empty());
+    assert_eq!(
+        values(&e.instant(&m, "count({__name__=~\"h|f\"})", 0).unwrap()),
+        vec![2.0]
+    );
 }

@@ -30,8 +30,9 @@ use sonde_model::{Labels, Matcher, Series, TimestampMs};
 pub trait Queryable: Send + Sync {
     /// Every series matching all `matchers` that has at least one sample in
     /// `[mint, maxt]` (both inclusive), with just those samples, sorted by
-    /// time. Stale markers are returned as stored (see
-    /// `sonde_model::is_stale_nan`).
+    /// time: floats in `samples`, native histograms in `histograms`. Stale
+    /// markers are returned as stored (see `sonde_model::is_stale_nan`; a
+    /// stale histogram has a stale-NaN `sum`).
     fn select(
         &self,
         matchers: &[Matcher],
