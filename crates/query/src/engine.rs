@@ -379,6 +379,43 @@ pub(crate) struct LoadedSeries {
     pub labels: Arc<Labels>,
     pub samples: Vec<Sample>,
     pub histograms: Vec<HPoint>,
+    /// Where the float window of the previous step began and ended: steps
+    /// mostly move forward, so the next window is found by stepping from
+    /// here (sequential, cache-friendly) rather than by binary search over
+    /// data that no longer fits in cache.
+    pub cursor: std::cell::Cell<(usize, usize)>,
+}
+
+impl LoadedSeries {
+    /// `window(&self.samples, lo, hi)`, found from the last position.
+    pub fn float_window(&self, lo: i64, hi: i64) -> &[Sample] {
+        let s = &self.samples;
+        let (a, b) = self.cursor.get();
+        let a = advance_to(s, a, lo);
+        let b = advance_to(s, b.max(a), hi);
+        self.cursor.set((a, b));
+        s.get(a..b).unwrap_or(&[])
+    }
+}
+
+/// The first index whose sample is after `t`, starting the search at
+/// `hint`: a short forward walk when `t` moved a little ahead, a binary
+/// search otherwise.
+fn advance_to(s: &[Sample], hint: usize, t: i64) -> usize {
+    const WALK: usize = 16;
+    if hint > s.len() || (hint > 0 && s[hint - 1].t > t) {
+        return s.partition_point(|p| p.t <= t);
+    }
+    let mut i = hint;
+    let stop = (hint + WALK).min(s.len());
+    while i < stop && s[i].t <= t {
+        i += 1;
+    }
+    if i == stop && i < s.len() && s[i].t <= t {
+        i + s[i..].partition_point(|p| p.t <= t)
+    } else {
+        i
+    }
 }
 
 /// `sonde_model::FloatHistogram`, named for the places that copy one out
@@ -654,8 +691,8 @@ impl<'a> Evaluator<'a> {
         let lookback_start = eff.saturating_sub(self.opts.lookback_delta_ms);
         let mut out = Vec::new();
         for s in self.loaded_series(vs) {
-            let idx = s.samples.partition_point(|p| p.t <= eff);
-            let f = idx.checked_sub(1).and_then(|i| s.samples.get(i));
+            // Only the lookback window can hold the sample we want.
+            let f = s.float_window(lookback_start, eff).last();
             let hidx = s.histograms.partition_point(|p| p.t <= eff);
             let h = hidx.checked_sub(1).and_then(|i| s.histograms.get(i));
             // The newer of the latest float and the latest histogram.
@@ -699,7 +736,7 @@ impl<'a> Evaluator<'a> {
             .map(move |s| {
                 (
                     &s.labels,
-                    window(&s.samples, lo, hi),
+                    s.float_window(lo, hi),
                     hwindow(&s.histograms, lo, hi),
                 )
             })
@@ -873,6 +910,7 @@ fn load_selector(
                 labels: Arc::new(s.labels),
                 samples,
                 histograms,
+                cursor: Default::default(),
             });
         }
     }
