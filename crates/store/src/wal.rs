@@ -128,8 +128,7 @@ impl Wal {
         let checkpoint = find_checkpoint(dir)?;
         let mut first_seq = 1;
         if let Some((seq, path)) = &checkpoint {
-            let data = fs::read(path)?;
-            let (_, err) = decode_all(&data, &mut apply);
+            let (_, err) = decode_file(path, &mut apply)?;
             if let Some(err) = err {
                 tracing::error!(path = %path.display(), "wal checkpoint corrupt, data after it is lost: {err}");
             }
@@ -141,9 +140,7 @@ impl Wal {
             .collect();
         for (i, &seq) in seqs.iter().enumerate() {
             let path = dir.join(segment_name(seq));
-            let mut data = Vec::new();
-            File::open(&path)?.read_to_end(&mut data)?;
-            let (valid, err) = decode_all(&data, &mut apply);
+            let (valid, err) = decode_file(&path, &mut apply)?;
             if let Some(err) = err {
                 if i + 1 == seqs.len() {
                     tracing::warn!(path = %path.display(), valid, "cutting torn wal tail: {err}");
@@ -308,7 +305,7 @@ impl Wal {
             Record::Series { .. } => {}
         };
         if let Some((_, path)) = &old_checkpoint {
-            if let (_, Some(err)) = decode_all(&fs::read(path)?, &mut keep) {
+            if let (_, Some(err)) = decode_file(path, &mut keep)? {
                 return Err(Error::Corrupt(format!(
                     "wal checkpoint {}: {err}; not truncating",
                     path.display()
@@ -321,7 +318,7 @@ impl Wal {
             .collect();
         for &seq in &segments {
             let path = self.dir.join(segment_name(seq));
-            if let (_, Some(err)) = decode_all(&fs::read(&path)?, &mut keep) {
+            if let (_, Some(err)) = decode_file(&path, &mut keep)? {
                 return Err(Error::Corrupt(format!(
                     "wal segment {}: {err}; not truncating",
                     path.display()
@@ -405,29 +402,39 @@ fn encode_samples(out: &mut Vec<u8>, samples: &[RefSample]) {
 
 /// Decodes records until the data ends or a record is invalid. Returns the
 /// length of the valid prefix and, if decoding stopped early, why.
-fn decode_all(data: &[u8], apply: &mut impl FnMut(Record)) -> (usize, Option<String>) {
-    let mut pos = 0;
-    while pos < data.len() {
-        if data.len() - pos < HEADER_LEN {
-            return (pos, Some("truncated record header".into()));
+/// Decodes the records of a file until it ends or a record is invalid,
+/// reading a record at a time: segments are large, and replaying or
+/// truncating them must not hold one in memory. Returns the length of the
+/// valid prefix and, if decoding stopped early, why.
+fn decode_file(path: &Path, apply: &mut impl FnMut(Record)) -> Result<(usize, Option<String>)> {
+    let file = File::open(path)?;
+    let total = file.metadata()?.len() as usize;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut pos = 0usize;
+    let mut header = [0u8; HEADER_LEN - 1];
+    let mut body = Vec::new();
+    while pos < total {
+        if total - pos < HEADER_LEN {
+            return Ok((pos, Some("truncated record header".into())));
         }
-        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap_or([0; 4])) as usize;
-        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap_or([0; 4]));
-        let body_start = pos + HEADER_LEN - 1;
-        if len == 0 || data.len() - body_start < len {
-            return (pos, Some("truncated record".into()));
+        r.read_exact(&mut header)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if len == 0 || total - pos - (HEADER_LEN - 1) < len {
+            return Ok((pos, Some("truncated record".into())));
         }
-        let body = &data[body_start..body_start + len];
-        if crc32fast::hash(body) != crc {
-            return (pos, Some("record checksum mismatch".into()));
+        body.resize(len, 0);
+        r.read_exact(&mut body)?;
+        if crc32fast::hash(&body) != crc {
+            return Ok((pos, Some("record checksum mismatch".into())));
         }
         match decode_record(body[0], &body[1..]) {
             Some(rec) => apply(rec),
-            None => return (pos, Some(format!("undecodable record of type {}", body[0]))),
+            None => return Ok((pos, Some(format!("undecodable record of type {}", body[0])))),
         }
-        pos = body_start + len;
+        pos += HEADER_LEN - 1 + len;
     }
-    (pos, None)
+    Ok((pos, None))
 }
 
 fn decode_record(kind: u8, p: &[u8]) -> Option<Record> {
