@@ -258,6 +258,8 @@ pub struct Diff {
     pub structural: bool,
     pub value_diffs: usize,
     pub points: usize,
+    /// The first differing value, described.
+    pub value_example: Option<String>,
     pub message: String,
 }
 
@@ -315,16 +317,14 @@ pub fn compare(a: &Answer, b: &Answer, values: bool) -> Option<Diff> {
             k.map(String::as_str).unwrap_or("")
         );
     }
-    if value_diffs > 0 {
-        msg += &format!(
-            "; {value_diffs} values differ, e.g. {}",
-            example.unwrap_or_default()
-        );
+    if let Some(e) = &example {
+        msg += &format!("; {value_diffs} values differ, e.g. {e}");
     }
     Some(Diff {
         structural: only_a + only_b + point_diffs > 0,
         value_diffs,
         points: a.points(),
+        value_example: example,
         message: msg,
     })
 }

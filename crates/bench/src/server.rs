@@ -82,12 +82,28 @@ impl Server {
         if root.exists() {
             std::fs::remove_dir_all(&root)?;
         }
+        let server = Self::launch(kind, bins, root.clone(), keep);
+        if server.is_err() {
+            // A server that started is cleaned up by its Drop; this covers
+            // failures before the process existed.
+            let _ = std::fs::remove_dir_all(&root);
+        }
+        let server = server?;
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn launch(
+        kind: SystemKind,
+        bins: &Binaries,
+        root: PathBuf,
+        keep: bool,
+    ) -> anyhow::Result<Server> {
         let data = root.join("data");
         std::fs::create_dir_all(&data)
             .with_context(|| format!("cannot create {}", data.display()))?;
         let log = root.join("server.log");
-        let port = free_port()?;
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{}", free_port()?);
         let mut cmd = match kind {
             SystemKind::Sonde => sonde_command(&bins.sonde, &data, &addr)?,
             SystemKind::Vm => Command::new(alias(&bins.vm, &root, "bench-vm")?),
@@ -105,7 +121,7 @@ impl Server {
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}: {cmd:?}", kind.name()))?;
-        let server = Server {
+        Ok(Server {
             kind,
             base_url: format!("http://{addr}"),
             child,
@@ -113,9 +129,7 @@ impl Server {
             data,
             log,
             keep,
-        };
-        server.wait_ready()?;
-        Ok(server)
+        })
     }
 
     pub fn pid(&self) -> u32 {
