@@ -90,7 +90,8 @@ pub(crate) fn eval_aggregate(ev: &Evaluator<'_>, a: &AggregateExpr, ts: i64) -> 
                 (T_QUANTILE, None) => return exec_err("quantile needs a parameter"),
                 _ => 0.0,
             };
-            aggregate(op, input, &grouping, q, ts)?
+            let keys = group_keys(ev, a, &grouping, &input);
+            aggregate(op, input, keys, &grouping, q, ts)?
         }
     };
     Ok(StepValue::Vector(out))
@@ -125,23 +126,53 @@ impl Group {
     }
 }
 
+/// The grouping key of each element, from the evaluator's cache when the
+/// element's labels are shared across steps.
+fn group_keys(ev: &Evaluator<'_>, a: &AggregateExpr, g: &Grouping<'_>, input: &[Elem]) -> Vec<u64> {
+    let node = crate::engine::key(a);
+    let mut cache = ev.group_key_cache.borrow_mut();
+    input
+        .iter()
+        .map(|el| {
+            // Labels built fresh at this step are not worth remembering.
+            if Arc::strong_count(&el.labels) < 2 {
+                return g.key(&el.labels);
+            }
+            let k = (node, Arc::as_ptr(&el.labels) as usize);
+            match cache.get(&k) {
+                Some((_, key)) => *key,
+                None => {
+                    let key = g.key(&el.labels);
+                    cache.insert(k, (el.labels.clone(), key));
+                    key
+                }
+            }
+        })
+        .collect()
+}
+
 fn aggregate(
     op: u16,
     mut input: Vec<Elem>,
+    keys: Vec<u64>,
     g: &Grouping<'_>,
     q: f64,
     ts: i64,
 ) -> Result<Vec<Elem>> {
+    let mut keys = keys;
     // These read floats only; histogram samples are ignored, and groups
     // without floats produce nothing.
     if matches!(op, T_MIN | T_MAX | T_STDDEV | T_STDVAR | T_QUANTILE) {
-        input.retain(|e| e.h.is_none());
+        (input, keys) = input
+            .into_iter()
+            .zip(keys)
+            .filter(|(e, _)| e.h.is_none())
+            .unzip();
     }
     let sums_histograms = matches!(op, T_SUM | T_AVG);
     let mut index: HashMap<u64, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
-    for el in &input {
-        let key = g.key(&el.labels);
+    for (el, &key) in input.iter().zip(&keys) {
         let f = el.v;
         let gi = match index.get(&key) {
             Some(&i) => i,

@@ -439,6 +439,10 @@ pub(crate) struct Evaluator<'a> {
     /// label sets, so steps reuse them instead of rebuilding them. Keys are
     /// `Arc` addresses; the entry holds those `Arc`s so they stay unique.
     pub match_cache: RefCell<HashMap<(usize, usize, usize), MatchCacheEntry>>,
+    /// Grouping keys per (aggregation node, element labels `Arc`): the same
+    /// series meets the same aggregation at every step. The entry holds the
+    /// `Arc`, so its address cannot be reused by another label set.
+    pub group_key_cache: RefCell<HashMap<(usize, usize), GroupKeyEntry>>,
     /// Samples loaded or materialised so far, for `max_samples`.
     pub loaded: Cell<usize>,
     /// String literals of the query that are invalid UTF-8 in Go's reading
@@ -447,6 +451,9 @@ pub(crate) struct Evaluator<'a> {
 }
 
 pub(crate) type MatchCacheEntry = (Arc<Labels>, Arc<Labels>, Arc<Labels>);
+
+/// The labels (held so the address stays theirs) and their grouping key.
+pub(crate) type GroupKeyEntry = (Arc<Labels>, u64);
 
 pub(crate) fn key<T>(node: &T) -> usize {
     node as *const T as usize
@@ -575,6 +582,7 @@ impl<'a> Evaluator<'a> {
             subquery_spans: planner.subqueries,
             subquery_cache: RefCell::new(HashMap::new()),
             match_cache: RefCell::new(HashMap::new()),
+            group_key_cache: RefCell::new(HashMap::new()),
             loaded: Cell::new(loaded),
             invalid_strings: HashMap::new(),
         })
