@@ -214,10 +214,18 @@ fn spawn_upkeep(state: AppState, stop: watch::Receiver<bool>) -> tokio::task::Jo
     });
     let mut stop = stop;
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        // Every minute, or at once when a burst (a backfill, say) has
+        // stretched the head past what a cut would leave: the head's memory
+        // is bounded by time, not only by the clock of this loop.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    if last.elapsed() < Duration::from_secs(60) && !state.store.needs_maintenance() {
+                        continue;
+                    }
+                    last = tokio::time::Instant::now();
                     let store = state.store.clone();
                     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.maintain()).await {
                         tracing::error!("storage maintenance failed: {e}");

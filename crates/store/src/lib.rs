@@ -23,7 +23,7 @@ mod wal;
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -181,6 +181,11 @@ pub struct Store {
     metadata: RwLock<HashMap<String, MetricMetadata>>,
     /// Serialises maintenance (cuts, compaction, retention).
     maintenance: Mutex<()>,
+    /// Oldest and newest sample time written to the head since the last cut,
+    /// kept on every append (cheaply) so a burst of data, such as a
+    /// backfill, triggers a cut at once instead of at the next periodic run.
+    seen_min: AtomicI64,
+    seen_max: AtomicI64,
     pub stats: StoreStats,
 }
 
@@ -239,6 +244,7 @@ impl Store {
                 metadata.insert(m.metric.clone(), m);
             }
         })?;
+        let head_range = head.time_range();
         tracing::info!(
             blocks = blocks.len(),
             series = head.num_series(),
@@ -254,6 +260,8 @@ impl Store {
             blocks: RwLock::new(blocks),
             metadata: RwLock::new(metadata),
             maintenance: Mutex::new(()),
+            seen_min: AtomicI64::new(head_range.map_or(i64::MAX, |r| r.0)),
+            seen_max: AtomicI64::new(head_range.map_or(i64::MIN, |r| r.1)),
             stats: StoreStats::default(),
         })
     }
@@ -319,6 +327,7 @@ impl Store {
         } else {
             -(1i64 << 52)
         };
+        let (mut batch_min, mut batch_max) = (i64::MAX, i64::MIN);
         let mut wal_samples = Vec::with_capacity(batch.iter().map(|s| s.samples.len()).sum());
         let mut targets = Vec::with_capacity(batch.len());
         for (i, series) in batch.iter().enumerate() {
@@ -390,11 +399,17 @@ impl Store {
                         v: s.v,
                     });
                     valid.push(*s);
+                    batch_min = batch_min.min(s.t);
+                    batch_max = batch_max.max(s.t);
                 }
             }
             targets.push((mem, valid, i));
         }
         self.wal.log_samples(&wal_samples)?;
+        if batch_min <= batch_max {
+            self.seen_min.fetch_min(batch_min, Ordering::Relaxed);
+            self.seen_max.fetch_max(batch_max, Ordering::Relaxed);
+        }
         for (mut mem, samples, i) in targets {
             loop {
                 let mut d = mem.data.lock();
@@ -644,11 +659,25 @@ impl Store {
 
     /// Periodic upkeep: persists old head data as blocks, truncates the WAL,
     /// merges blocks and applies retention.
+    /// Does the head span enough time that [`Store::maintain`] would cut a
+    /// block? Cheap: callers may ask every second.
+    pub fn needs_maintenance(&self) -> bool {
+        let min = self
+            .seen_min
+            .load(Ordering::Relaxed)
+            .max(self.head.min_valid_t());
+        let max = self.seen_max.load(Ordering::Relaxed);
+        let range = self.opts.block_range_ms;
+        max > min && max.saturating_sub(min) > range + range / 2
+    }
+
     pub fn maintain(&self) -> Result<()> {
         let _guard = self.maintenance.lock();
         let range = self.opts.block_range_ms;
         let mut cut = false;
+        let mut head_min = i64::MAX;
         while let Some((min, max)) = self.head.time_range() {
+            head_min = min;
             // Keep half a block of recent data in the head so out-of-order
             // samples still have somewhere to land.
             if max.saturating_sub(min) <= range + range / 2 {
@@ -661,6 +690,12 @@ impl Store {
         if cut {
             self.after_cut()?;
         }
+        // What the head now spans; appends racing with this only lower it.
+        let _ = self
+            .seen_min
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| {
+                Some(m.max(head_min))
+            });
         self.compact()?;
         self.apply_retention()?;
         Ok(())

@@ -365,3 +365,21 @@ fn samples_behind_a_cut_are_rejected_and_blocks_never_replaced() {
         vec![Sample { t: old, v: 0.5 }, Sample { t: NOW, v: 1.0 }]
     );
 }
+
+#[test]
+fn a_backfill_burst_asks_for_maintenance_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default(), clock(NOW)).unwrap();
+    store
+        .append(&[series("m", "a", &[(NOW - HOUR, 1.0)])])
+        .unwrap();
+    assert!(!store.needs_maintenance());
+    store.append(&[series("m", "a", &[(NOW, 2.0)])]).unwrap();
+    store
+        .append(&[series("m", "b", &[(NOW - 5 * HOUR, 1.0)])])
+        .unwrap();
+    assert!(store.needs_maintenance(), "five hours in the head");
+    store.maintain().unwrap();
+    assert!(!store.needs_maintenance(), "cut down to the recent part");
+    assert!(!store.blocks().is_empty());
+}
