@@ -247,8 +247,7 @@ impl MetricsConverter {
                         out.batch.reject(too_many);
                         continue;
                     };
-                    let bucket = format!("{name}_bucket");
-                    let mut series = Vec::with_capacity(p.bucket_counts.len() + 3);
+                    let mut buckets = Vec::with_capacity(p.bucket_counts.len() + 1);
                     let mut cumulative = 0u64;
                     for (i, count) in p.bucket_counts.iter().enumerate() {
                         cumulative = cumulative.saturating_add(*count);
@@ -256,31 +255,19 @@ impl MetricsConverter {
                             .explicit_bounds
                             .get(i)
                             .map_or("+Inf".to_string(), |b| format_le(*b));
-                        series.push((
-                            with_name(&base, &bucket, Some(("le", le))),
-                            cumulative as f64,
-                        ));
+                        buckets.push((le, cumulative as f64));
                     }
                     if p.bucket_counts.is_empty() {
-                        series.push((
-                            with_name(&base, &bucket, Some(("le", "+Inf".into()))),
-                            p.count as f64,
-                        ));
+                        buckets.push(("+Inf".into(), p.count as f64));
                     }
-                    if let Some(sum) = p.sum {
-                        series.push((with_name(&base, &format!("{name}_sum"), None), sum));
-                    }
-                    series.push((
-                        with_name(&base, &format!("{name}_count"), None),
-                        p.count as f64,
-                    ));
-                    let stale = p.flags & FLAG_NO_RECORDED_VALUE != 0;
-                    mark_stale(&mut series, stale);
-                    points.push((
-                        ts(p.time_unix_nano),
-                        series,
-                        is_delta(h.aggregation_temporality) && !stale,
-                    ));
+                    let delta = is_delta(h.aggregation_temporality);
+                    let hp = HistogramPoint {
+                        buckets,
+                        sum: p.sum,
+                        count: p.count,
+                        flags: p.flags,
+                    };
+                    points.push(hp.into_point(&base, &name, ts(p.time_unix_nano), delta));
                 }
             }
             metric::Data::ExponentialHistogram(h) => {
@@ -289,25 +276,14 @@ impl MetricsConverter {
                         out.batch.reject(too_many);
                         continue;
                     };
-                    let bucket = format!("{name}_bucket");
-                    let mut series: Vec<(Labels, f64)> = exponential_to_classic(p)
-                        .into_iter()
-                        .map(|(le, count)| (with_name(&base, &bucket, Some(("le", le))), count))
-                        .collect();
-                    if let Some(sum) = p.sum {
-                        series.push((with_name(&base, &format!("{name}_sum"), None), sum));
-                    }
-                    series.push((
-                        with_name(&base, &format!("{name}_count"), None),
-                        p.count as f64,
-                    ));
-                    let stale = p.flags & FLAG_NO_RECORDED_VALUE != 0;
-                    mark_stale(&mut series, stale);
-                    points.push((
-                        ts(p.time_unix_nano),
-                        series,
-                        is_delta(h.aggregation_temporality) && !stale,
-                    ));
+                    let delta = is_delta(h.aggregation_temporality);
+                    let hp = HistogramPoint {
+                        buckets: exponential_to_classic(p),
+                        sum: p.sum,
+                        count: p.count,
+                        flags: p.flags,
+                    };
+                    points.push(hp.into_point(&base, &name, ts(p.time_unix_nano), delta));
                 }
             }
             metric::Data::Summary(s) => {
@@ -377,6 +353,36 @@ impl MetricsConverter {
 /// One data point turned into series: its time, each series with its value,
 /// and whether the values are deltas still to be accumulated.
 type Point = (i64, Vec<(Labels, f64)>, bool);
+
+/// A histogram data point as classic cumulative buckets (`le`, count).
+struct HistogramPoint {
+    buckets: Vec<(String, f64)>,
+    sum: Option<f64>,
+    count: u64,
+    flags: u32,
+}
+
+impl HistogramPoint {
+    /// The `_bucket`, `_sum` and `_count` series of the point.
+    fn into_point(self, base: &LabelsBuilder, name: &str, t: i64, delta: bool) -> Point {
+        let bucket = format!("{name}_bucket");
+        let mut series: Vec<(Labels, f64)> = self
+            .buckets
+            .into_iter()
+            .map(|(le, count)| (with_name(base, &bucket, Some(("le", le))), count))
+            .collect();
+        if let Some(sum) = self.sum {
+            series.push((with_name(base, &format!("{name}_sum"), None), sum));
+        }
+        series.push((
+            with_name(base, &format!("{name}_count"), None),
+            self.count as f64,
+        ));
+        let stale = self.flags & FLAG_NO_RECORDED_VALUE != 0;
+        mark_stale(&mut series, stale);
+        (t, series, delta && !stale)
+    }
+}
 
 fn with_name(base: &LabelsBuilder, metric: &str, extra: Option<(&str, String)>) -> Labels {
     let mut b = base.clone();

@@ -125,6 +125,11 @@ impl Params {
         }
     }
 
+    /// `start` and `end` of a metadata call; absent means unbounded.
+    fn span(&self) -> Result<(i64, i64), ApiError> {
+        Ok((self.time("start", MIN_TIME)?, self.time("end", MAX_TIME)?))
+    }
+
     fn matcher_sets(&self) -> Result<Vec<Vec<Matcher>>, ApiError> {
         self.all("match[]")
             .into_iter()
@@ -442,7 +447,7 @@ pub async fn series(
             if sets.is_empty() {
                 return Err(ApiError::bad_data("no match[] parameter provided"));
             }
-            let (start, end) = (p.time("start", MIN_TIME)?, p.time("end", MAX_TIME)?);
+            let (start, end) = p.span()?;
             let mut out = String::from("[");
             for (i, labels) in state.store.series(&sets, start, end).iter().enumerate() {
                 if i > 0 {
@@ -502,7 +507,7 @@ pub async fn labels(
         move |state| -> Result<Response, ApiError> {
             let p = Params::parse(q, &headers, &body)?;
             let sets = p.matcher_sets()?;
-            let (start, end) = (p.time("start", MIN_TIME)?, p.time("end", MAX_TIME)?);
+            let (start, end) = p.span()?;
             Ok(success(&string_list(
                 &state.store.label_names(&sets, start, end),
             )))
@@ -528,7 +533,7 @@ pub async fn label_values(
             }
             let p = Params::parse(q, &headers, &[])?;
             let sets = p.matcher_sets()?;
-            let (start, end) = (p.time("start", MIN_TIME)?, p.time("end", MAX_TIME)?);
+            let (start, end) = p.span()?;
             Ok(success(&string_list(
                 &state.store.label_values(&name, &sets, start, end),
             )))
