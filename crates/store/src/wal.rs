@@ -287,26 +287,39 @@ impl Wal {
             seq
         };
         let old_checkpoint = find_checkpoint(&self.dir)?;
-        let mut out = Vec::new();
+        let tmp = self.dir.join("checkpoint.tmp");
+        // The checkpoint can hold hours of head samples: it is written as it
+        // is decoded, through a bounded buffer, never assembled in memory.
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        let mut out = Vec::with_capacity(1 << 16);
+        let mut write_error: Option<std::io::Error> = None;
         let mut metadata: std::collections::BTreeMap<String, MetricMetadata> = Default::default();
-        let mut keep = |rec: Record| match rec {
-            Record::Series { series_ref, labels } if keep_series(series_ref) => {
-                encode_series(&mut out, series_ref, &labels)
+        let mut keep = |rec: Record| {
+            match rec {
+                Record::Series { series_ref, labels } if keep_series(series_ref) => {
+                    encode_series(&mut out, series_ref, &labels)
+                }
+                Record::Samples(samples) => {
+                    let kept: Vec<RefSample> = samples
+                        .into_iter()
+                        .filter(|s| s.t >= min_t && keep_series(s.series_ref))
+                        .collect();
+                    if !kept.is_empty() {
+                        encode_samples(&mut out, &kept);
+                    }
+                }
+                // Only the latest metadata of each metric is carried forward.
+                Record::Metadata(m) => {
+                    metadata.insert(m.metric.clone(), m);
+                }
+                Record::Series { .. } => {}
             }
-            Record::Samples(samples) => {
-                let kept: Vec<RefSample> = samples
-                    .into_iter()
-                    .filter(|s| s.t >= min_t && keep_series(s.series_ref))
-                    .collect();
-                if !kept.is_empty() {
-                    encode_samples(&mut out, &kept);
+            if write_error.is_none() {
+                if let Err(e) = file.write_all(&out) {
+                    write_error = Some(e);
                 }
             }
-            // Only the latest metadata of each metric is carried forward.
-            Record::Metadata(m) => {
-                metadata.insert(m.metric.clone(), m);
-            }
-            Record::Series { .. } => {}
+            out.clear();
         };
         if let Some((_, path)) = &old_checkpoint {
             if let (_, Some(err)) = decode_file(path, &mut keep)? {
@@ -329,15 +342,17 @@ impl Wal {
                 )));
             }
         }
+        if let Some(e) = write_error {
+            return Err(e.into());
+        }
+        let mut tail = Vec::new();
         for m in metadata.values() {
-            encode_metadata(&mut out, m);
+            encode_metadata(&mut tail, m);
         }
-        let tmp = self.dir.join("checkpoint.tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&out)?;
-            f.sync_all()?;
-        }
+        file.write_all(&tail)?;
+        let f = file.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        drop(f);
         fs::rename(&tmp, self.dir.join(format!("checkpoint.{last_closed}")))?;
         sync_dir(&self.dir)?;
         for seq in segments {
