@@ -186,6 +186,10 @@ pub struct Store {
     /// backfill, triggers a cut at once instead of at the next periodic run.
     seen_min: AtomicI64,
     seen_max: AtomicI64,
+    /// A cut happened whose WAL truncation is still to do, and when the
+    /// last truncation ran.
+    truncate_pending: Mutex<bool>,
+    last_truncate: Mutex<Option<std::time::Instant>>,
     pub stats: StoreStats,
 }
 
@@ -262,6 +266,8 @@ impl Store {
             maintenance: Mutex::new(()),
             seen_min: AtomicI64::new(head_range.map_or(i64::MAX, |r| r.0)),
             seen_max: AtomicI64::new(head_range.map_or(i64::MIN, |r| r.1)),
+            truncate_pending: Mutex::new(false),
+            last_truncate: Mutex::new(None),
             stats: StoreStats::default(),
         })
     }
@@ -689,6 +695,8 @@ impl Store {
         }
         if cut {
             self.after_cut()?;
+        } else {
+            self.truncate_wal_if_due(false)?;
         }
         // What the head now spans; appends racing with this only lower it.
         let _ = self
@@ -717,14 +725,32 @@ impl Store {
             start += range;
         }
         self.after_cut()?;
+        self.truncate_wal_if_due(true)?;
         self.compact()
     }
 
     fn after_cut(&self) -> Result<()> {
         self.head.gc_empty();
+        *self.truncate_pending.lock() = true;
+        self.truncate_wal_if_due(false)
+    }
+
+    /// Truncation rewrites the head's samples into a checkpoint, so during a
+    /// burst of cuts (a backfill) it runs at most once a minute; the WAL
+    /// only grows meanwhile.
+    fn truncate_wal_if_due(&self, force: bool) -> Result<()> {
+        let mut pending = self.truncate_pending.lock();
+        let mut last = self.last_truncate.lock();
+        let due = last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
+        if !*pending || !(due || force) {
+            return Ok(());
+        }
         let min_valid = self.head.min_valid_t();
         let head = &self.head;
-        self.wal.truncate(&|r| head.contains_ref(r), min_valid)
+        self.wal.truncate(&|r| head.contains_ref(r), min_valid)?;
+        *pending = false;
+        *last = Some(std::time::Instant::now());
+        Ok(())
     }
 
     fn cut_block(&self, start: i64, end: i64) -> Result<()> {
