@@ -386,38 +386,6 @@ pub(crate) struct LoadedSeries {
     pub cursor: std::cell::Cell<(usize, usize)>,
 }
 
-impl LoadedSeries {
-    /// `window(&self.samples, lo, hi)`, found from the last position.
-    pub fn float_window(&self, lo: i64, hi: i64) -> &[Sample] {
-        let s = &self.samples;
-        let (a, b) = self.cursor.get();
-        let a = advance_to(s, a, lo);
-        let b = advance_to(s, b.max(a), hi);
-        self.cursor.set((a, b));
-        s.get(a..b).unwrap_or(&[])
-    }
-}
-
-/// The first index whose sample is after `t`, starting the search at
-/// `hint`: a short forward walk when `t` moved a little ahead, a binary
-/// search otherwise.
-fn advance_to(s: &[Sample], hint: usize, t: i64) -> usize {
-    const WALK: usize = 16;
-    if hint > s.len() || (hint > 0 && s[hint - 1].t > t) {
-        return s.partition_point(|p| p.t <= t);
-    }
-    let mut i = hint;
-    let stop = (hint + WALK).min(s.len());
-    while i < stop && s[i].t <= t {
-        i += 1;
-    }
-    if i == stop && i < s.len() && s[i].t <= t {
-        i + s[i..].partition_point(|p| p.t <= t)
-    } else {
-        i
-    }
-}
-
 /// `sonde_model::FloatHistogram`, named for the places that copy one out
 /// of its shared `Arc`.
 type FloatHistogramOwned = sonde_model::FloatHistogram;

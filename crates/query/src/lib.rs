@@ -17,6 +17,7 @@ mod native;
 mod over_time;
 mod utf8;
 mod value;
+mod window;
 
 #[cfg(test)]
 mod engine_tests;
