@@ -36,7 +36,18 @@ settings (serve): --config FILE, or any key of sonde.example.toml as a flag
 (--data-dir ./sonde-data, --retention 15d, ...) or environment variable
 (SONDE_DATA_DIR, SONDE_RETENTION, ...).";
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    // Errors are for people: one line with its causes, no backtrace.
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sonde: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (command, rest) = match args.split_first() {
         Some((c, rest)) => (c.as_str(), rest),

@@ -724,3 +724,37 @@ fn retries_protocol_versions_and_hostile_sizes() {
     );
     assert!(s.vector("wide", t).is_empty());
 }
+
+#[test]
+fn cli_client_commands_talk_to_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("d"), &[]);
+    let t = now_ms() - 1000;
+    assert_eq!(
+        s.remote_write(&[series("cli_metric", &[("job", "a")], &[(t, 7.5)])])
+            .0,
+        204
+    );
+    let sonde = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sonde"))
+            .args(args)
+            .args(["--server", &s.api])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, _) = sonde(&["query", "cli_metric"]);
+    assert!(ok);
+    assert_eq!(out.trim(), r#"cli_metric{job="a"} 7.5"#);
+    let (ok, out, _) = sonde(&["labels", "job"]);
+    assert!(ok && out.lines().any(|l| l == "a"), "{out}");
+    let (ok, out, _) = sonde(&["series", "cli_metric"]);
+    assert!(ok && out.contains("cli_metric"), "{out}");
+    let (ok, _, err) = sonde(&["query", "sum("]);
+    assert!(!ok);
+    assert!(err.starts_with("sonde: bad_data:"), "{err}");
+}
