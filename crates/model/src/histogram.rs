@@ -591,7 +591,8 @@ impl FloatHistogram {
 type Entries = Vec<(i32, f64)>;
 
 /// Kahan-Neumaier step: the new sum and compensation after adding `inc`.
-fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+/// Shared with the query engine, whose float sums compensate the same way.
+pub fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + inc;
     let c = if t.is_infinite() {
         0.0

@@ -10,8 +10,8 @@ mod matcher;
 pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
 
 pub use histogram::{
-    collapse_buckets, expand_buckets, exponential_bound, Bucket, CounterResetHint, FloatHistogram,
-    HistogramError, HistogramSample, Span, CUSTOM_BUCKETS_SCHEMA,
+    collapse_buckets, expand_buckets, exponential_bound, kahan_inc, Bucket, CounterResetHint,
+    FloatHistogram, HistogramError, HistogramSample, Span, CUSTOM_BUCKETS_SCHEMA,
 };
 pub use matcher::{MatchOp, Matcher};
 

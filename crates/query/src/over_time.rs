@@ -384,19 +384,7 @@ fn variance(w: &[Sample]) -> f64 {
     (aux + c_aux) / count
 }
 
-/// Kahan-Neumaier compensated summation step: returns the new sum and the
-/// new compensation.
-pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
-    let t = sum + inc;
-    let c = if t.is_infinite() {
-        0.0
-    } else if sum.abs() >= inc.abs() {
-        c + ((sum - t) + inc)
-    } else {
-        c + ((inc - t) + sum)
-    };
-    (t, c)
-}
+pub(crate) use sonde_model::kahan_inc;
 
 /// The q-quantile of `values` by linear interpolation between closest ranks
 /// (NaN sorts first, as in Prometheus).
