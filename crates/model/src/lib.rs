@@ -6,6 +6,7 @@
 mod histogram;
 mod labels;
 mod matcher;
+pub mod records;
 
 pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
 
