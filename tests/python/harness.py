@@ -48,7 +48,8 @@ class LoggedProcess:
 
     def _spawn(self, argv: list[str], log_path: Path, env: dict | None = None) -> None:
         self.log_path = log_path
-        with open(log_path, "wb") as log:
+        # Appends, so the log of a restarted process keeps the earlier runs.
+        with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 argv,
                 stdout=log,
@@ -83,6 +84,14 @@ class LoggedProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         return self.proc.returncode
+
+    def kill9(self) -> None:
+        """SIGKILL, as a crash: no shutdown code runs."""
+        if self in ACTIVE:
+            ACTIVE.remove(self)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
 
 class QueryError(AssertionError):
@@ -150,6 +159,32 @@ class Sonde(LoggedProcess):
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def restart(self, crash: bool = False, timeout: float = 30.0) -> "Sonde":
+        """Stops the server (SIGKILL when `crash`, else SIGTERM, which must
+        exit 0) and starts it again on the same ports and data directory."""
+        if crash:
+            self.kill9()
+        else:
+            code = self.stop()
+            assert code == 0, f"sonde did not shut down cleanly on SIGTERM (exit code {code}):\n{self.log_text()}"
+        with open(self.log_path, "ab") as log:
+            log.write(b"\n=== restart" + (b" after kill -9" if crash else b"") + b" ===\n")
+        return self.start(timeout)
+
+    # -- OTLP traces and logs ---------------------------------------------
+
+    @property
+    def traces_url(self) -> str:
+        return f"{self.otlp_http_url}/v1/traces"
+
+    @property
+    def logs_url(self) -> str:
+        return f"{self.otlp_http_url}/v1/logs"
+
+    def get(self, path: str, params=None, **kw) -> requests.Response:
+        """A raw GET on the API port."""
+        return self.http.get(f"{self.api_url}{path}", params=params, timeout=30, **kw)
 
     # -- the Prometheus HTTP API ------------------------------------------
 
@@ -293,3 +328,349 @@ class Prometheus(LoggedProcess):
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# -- OTLP traces and logs, built by hand ----------------------------------
+#
+# Protobuf messages from `opentelemetry-proto`; `otlp_json` turns one into the
+# OTLP/JSON mapping (hex ids, integer enums), which differs from protobuf's
+# own JSON mapping (base64 bytes, enum names).
+
+TRUNCATION_MARKER = "…[truncated]"
+
+
+def any_value(v):
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValueList
+
+    if isinstance(v, bool):
+        return AnyValue(bool_value=v)
+    if isinstance(v, int):
+        return AnyValue(int_value=v)
+    if isinstance(v, float):
+        return AnyValue(double_value=v)
+    if isinstance(v, str):
+        return AnyValue(string_value=v)
+    if isinstance(v, bytes):
+        return AnyValue(bytes_value=v)
+    if isinstance(v, (list, tuple)):
+        return AnyValue(array_value=ArrayValue(values=[any_value(x) for x in v]))
+    if isinstance(v, dict):
+        return AnyValue(kvlist_value=KeyValueList(values=key_values(v)))
+    raise TypeError(f"no OTLP value for {v!r}")
+
+
+def key_values(attrs: dict | None) -> list:
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+    return [KeyValue(key=k, value=any_value(v)) for k, v in (attrs or {}).items()]
+
+
+def _id(v) -> bytes:
+    return bytes.fromhex(v) if isinstance(v, str) else bytes(v)
+
+
+def otlp_span(trace_id, span_id, name: str, start_ns: int, end_ns: int, parent="", kind: int = 1,
+              status: int = 0, status_message: str = "", attrs: dict | None = None,
+              events: list | None = None, links: list | None = None, flags: int = 0):
+    """A span; ids as hex or bytes; `events` as (time_ns, name, attrs),
+    `links` as (trace_id, span_id, attrs); kind and status as OTLP numbers."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+    return Span(
+        trace_id=_id(trace_id),
+        span_id=_id(span_id),
+        parent_span_id=_id(parent),
+        name=name,
+        kind=kind,
+        start_time_unix_nano=start_ns,
+        end_time_unix_nano=end_ns,
+        attributes=key_values(attrs),
+        status=Status(code=status, message=status_message),
+        events=[Span.Event(time_unix_nano=t, name=n, attributes=key_values(a)) for t, n, a in events or []],
+        links=[Span.Link(trace_id=_id(t), span_id=_id(s), attributes=key_values(a)) for t, s, a in links or []],
+        flags=flags,
+    )
+
+
+def _resource(service: str | None, host: str | None, extra: dict | None):
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+    attrs = {}
+    if service is not None:
+        attrs["service.name"] = service
+    if host is not None:
+        attrs["host.name"] = host
+    attrs.update(extra or {})
+    return Resource(attributes=key_values(attrs))
+
+
+def traces_request(*groups):
+    """An ExportTraceServiceRequest from `resource_spans(...)` groups."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    return ExportTraceServiceRequest(resource_spans=list(groups))
+
+
+def resource_spans(service: str | None, spans: list, host: str | None = None, resource: dict | None = None,
+                   scope: tuple[str, str] = ("sonde.tests", "1.0.0")):
+    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
+
+    return ResourceSpans(
+        resource=_resource(service, host, resource),
+        scope_spans=[ScopeSpans(scope=InstrumentationScope(name=scope[0], version=scope[1]), spans=spans)],
+    )
+
+
+def otlp_log(time_ns: int, body, severity: int = 9, severity_text: str = "", attrs: dict | None = None,
+             trace_id="", span_id="", observed_ns: int = 0, flags: int = 0):
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+    return LogRecord(
+        time_unix_nano=time_ns,
+        observed_time_unix_nano=observed_ns,
+        severity_number=severity,
+        severity_text=severity_text,
+        body=any_value(body),
+        attributes=key_values(attrs),
+        trace_id=_id(trace_id),
+        span_id=_id(span_id),
+        flags=flags,
+    )
+
+
+def logs_request(*groups):
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    return ExportLogsServiceRequest(resource_logs=list(groups))
+
+
+def resource_logs(service: str | None, logs: list, host: str | None = None, resource: dict | None = None,
+                  scope: tuple[str, str] = ("sonde.tests", "1.0.0")):
+    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+    from opentelemetry.proto.logs.v1.logs_pb2 import ResourceLogs, ScopeLogs
+
+    return ResourceLogs(
+        resource=_resource(service, host, resource),
+        scope_logs=[ScopeLogs(scope=InstrumentationScope(name=scope[0], version=scope[1]), log_records=logs)],
+    )
+
+
+_ID_KEYS = {"traceId", "spanId", "parentSpanId"}
+
+
+def otlp_json(msg) -> dict:
+    """The OTLP/JSON form of a protobuf message: ids as hex, enums as numbers."""
+    import base64
+
+    from google.protobuf import json_format
+
+    def fix(node):
+        if isinstance(node, dict):
+            return {
+                k: (base64.b64decode(v).hex() if k in _ID_KEYS and isinstance(v, str) else fix(v))
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [fix(x) for x in node]
+        return node
+
+    return fix(json_format.MessageToDict(msg, use_integers_for_enums=True))
+
+
+def otlp_proto_from_json(doc: dict, cls):
+    """Parses OTLP/JSON (hex ids) into the protobuf message `cls`. Keys this
+    version of the protobuf classes does not know (e.g. `eventName`) are
+    dropped."""
+    import base64
+
+    from google.protobuf import json_format
+
+    def fix(node):
+        if isinstance(node, dict):
+            return {
+                k: (base64.b64encode(bytes.fromhex(v)).decode() if k in _ID_KEYS and isinstance(v, str) else fix(v))
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [fix(x) for x in node]
+        return node
+
+    return json_format.ParseDict(fix(doc), cls(), ignore_unknown_fields=True)
+
+
+def post_otlp(url: str, body, content_type: str | None = None, gzipped: bool = False,
+              headers: dict | None = None) -> requests.Response:
+    """POSTs an OTLP/HTTP request: a protobuf message, a dict (sent as JSON)
+    or raw bytes (with `content_type`)."""
+    import gzip
+    import json
+
+    if isinstance(body, dict):
+        data = json.dumps(body).encode()
+        content_type = content_type or "application/json"
+    elif isinstance(body, (bytes, bytearray)):
+        data = bytes(body)
+        content_type = content_type or "application/x-protobuf"
+    else:
+        data = body.SerializeToString()
+        content_type = content_type or "application/x-protobuf"
+    h = {"Content-Type": content_type, **(headers or {})}
+    if gzipped:
+        data = gzip.compress(data)
+        h["Content-Encoding"] = "gzip"
+    return requests.post(url, data=data, headers=h, timeout=30)
+
+
+def otlp_ok(r: requests.Response, what: str = "export") -> None:
+    """Asserts a fully successful OTLP/HTTP export (200, nothing rejected)."""
+    assert r.status_code == 200, f"{what}: {r.status_code} {r.content[:2000]!r}"
+    if r.headers.get("content-type", "").startswith("application/json"):
+        body = r.json()
+        assert not body.get("partialSuccess"), f"{what}: {body}"
+    else:
+        assert r.content == b"", f"{what}: unexpected partial success {r.content!r}"
+
+
+GRPC_TRACES = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+GRPC_LOGS = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+
+
+def grpc_export(endpoint: str, method: str, msg_or_bytes) -> bytes:
+    """One unary OTLP/gRPC call with the real grpcio client; the raw answer."""
+    import grpc
+
+    payload = msg_or_bytes if isinstance(msg_or_bytes, bytes) else msg_or_bytes.SerializeToString()
+    with grpc.insecure_channel(endpoint) as ch:
+        export = ch.unary_unary(method, request_serializer=None, response_deserializer=None)
+        return export(payload, timeout=10)
+
+
+def new_trace_id() -> str:
+    return os.urandom(16).hex()
+
+
+def new_span_id() -> str:
+    return os.urandom(8).hex()
+
+
+# -- Server-Sent Events ----------------------------------------------------
+
+
+class SseStream:
+    """A live `text/event-stream` response read from a plain socket, so a
+    test can wait for events with a deadline and close the stream at once.
+    Handles chunked and close-delimited bodies."""
+
+    def __init__(self, base_url: str, path_and_query: str, timeout: float = 10.0) -> None:
+        from urllib.parse import urlsplit
+
+        u = urlsplit(base_url)
+        self.sock = socket.create_connection((u.hostname, u.port), timeout=timeout)
+        req = (
+            f"GET {path_and_query} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\n"
+            "Accept: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+        )
+        self.sock.sendall(req.encode())
+        self._raw = b""
+        self._body = b""
+        self._ended = False
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self._raw:
+            if not self._recv(deadline):
+                raise AssertionError(f"no response headers from {path_and_query}: {self._raw!r}")
+        head, self._raw = self._raw.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {k.strip().lower(): v.strip() for k, v in (l.split(":", 1) for l in lines[1:] if ":" in l)}
+        self.chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        self.pending: list[tuple[str, str]] = []
+
+    def _recv(self, deadline: float) -> bool:
+        left = deadline - time.monotonic()
+        if left <= 0 or self._ended:
+            return False
+        self.sock.settimeout(min(left, 0.2))
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            return True
+        except OSError:
+            self._ended = True
+            return False
+        if not data:
+            self._ended = True
+            return False
+        self._raw += data
+        return True
+
+    def _decode(self) -> None:
+        if not self.chunked:
+            self._body += self._raw
+            self._raw = b""
+            return
+        while True:
+            i = self._raw.find(b"\r\n")
+            if i < 0:
+                return
+            size = int(self._raw[:i].split(b";")[0], 16)
+            if size == 0:
+                self._ended = True
+                self._raw = b""
+                return
+            if len(self._raw) < i + 2 + size + 2:
+                return
+            self._body += self._raw[i + 2 : i + 2 + size]
+            self._raw = self._raw[i + 2 + size + 2 :]
+
+    def _parse(self) -> None:
+        text = self._body.replace(b"\r\n", b"\n")
+        while b"\n\n" in text:
+            block, text = text.split(b"\n\n", 1)
+            event, data = "message", []
+            for line in block.decode().split("\n"):
+                if line.startswith(":"):
+                    continue
+                field, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if field == "event":
+                    event = value
+                elif field == "data":
+                    data.append(value)
+            if data or event != "message":
+                self.pending.append((event, "\n".join(data)))
+        self._body = text
+
+    def next_event(self, timeout: float) -> tuple[str, str] | None:
+        """The next (event, data), or None when none comes within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._decode()
+            self._parse()
+            if self.pending:
+                return self.pending.pop(0)
+            if not self._recv(deadline):
+                return None
+
+    def events_during(self, seconds: float) -> list[tuple[str, str]]:
+        out = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            ev = self.next_event(left)
+            if ev is None:
+                break
+            out.append(ev)
+        return out
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+    def __enter__(self) -> "SseStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -36,9 +36,10 @@ def test_oversized_request_is_resource_exhausted(sonde_factory):
 
 def test_unknown_method_is_unimplemented(sonde):
     with grpc.insecure_channel(sonde.otlp_grpc_endpoint) as ch:
-        traces = ch.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
+        # Metrics, traces and logs are served; profiles are not.
+        profiles = ch.unary_unary("/opentelemetry.proto.collector.profiles.v1development.ProfilesService/Export")
         with pytest.raises(grpc.RpcError) as err:
-            traces(b"", timeout=10)
+            profiles(b"", timeout=10)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

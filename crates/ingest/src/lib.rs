@@ -1,14 +1,17 @@
 //! Ingest: turns what arrives on the wire into Sonde's model.
 //!
 //! Each transport has its own module (`otlp`, `remote_write`); all of them
-//! produce a [`MetricsBatch`]. This crate decodes, normalises and validates;
-//! it never stores anything: the server hands the batch to the store, and
-//! acknowledges only once the store says it is in the WAL.
+//! produce a [`MetricsBatch`]. OTLP traces and logs (`otlp_records`) become
+//! batches of spans and log records instead. This crate decodes, normalises
+//! and validates; it never stores anything: the server hands the batch to
+//! the store, and acknowledges only once the store says it is in the WAL.
 
 pub mod otlp;
+mod otlp_exemplars;
+pub mod otlp_records;
 pub mod remote_write;
 
-use sonde_model::{MetricMetadata, Series};
+use sonde_model::{MetricMetadata, Series, SeriesExemplar};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Error {
@@ -37,6 +40,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct MetricsBatch {
     pub series: Vec<Series>,
     pub metadata: Vec<MetricMetadata>,
+    /// Exemplars with the labels of their series. The store takes them
+    /// after the series' samples, which create the series if need be.
+    pub exemplars: Vec<SeriesExemplar>,
     /// Data points dropped while decoding (invalid, duplicate deltas).
     pub rejected_points: u64,
     /// Why the first of them was dropped.

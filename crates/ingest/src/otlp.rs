@@ -10,6 +10,9 @@
 //! - histograms become `_bucket{le}`/`_sum`/`_count`, summaries `{quantile}`;
 //! - delta temporality is accumulated into cumulative counters, so `rate()`
 //!   and `increase()` read delta and cumulative sources alike.
+//! - exemplars (`otlp_exemplars.rs`) go to the series of a gauge or sum
+//!   point, and for histograms to the `_bucket` whose `le` is the smallest
+//!   bound at or above the exemplar's value.
 
 use std::collections::HashMap;
 
@@ -20,8 +23,11 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use parking_lot::Mutex;
 use prost::Message;
-use sonde_model::{stale_nan, Labels, LabelsBuilder, MetricMetadata, MetricType, Sample, Series};
+use sonde_model::{
+    stale_nan, Exemplar, Labels, LabelsBuilder, MetricMetadata, MetricType, Sample, Series,
+};
 
+use crate::otlp_exemplars;
 use crate::{Error, MetricsBatch, Result};
 
 pub use opentelemetry_proto::tonic::collector::metrics::v1 as collector;
@@ -208,11 +214,10 @@ impl MetricsConverter {
                             .reject(|| format!("a data point of {name} has no value; dropped"));
                         continue;
                     };
-                    points.push((
-                        ts(p.time_unix_nano),
-                        vec![(with_name(&base, &name, None), v)],
-                        false,
-                    ));
+                    let t = ts(p.time_unix_nano);
+                    let labels = with_name(&base, &name, None);
+                    let ex = point_exemplars(&labels, v, &p.exemplars, t);
+                    points.push((t, vec![(labels, v)], false, ex));
                 }
             }
             metric::Data::Sum(s) => {
@@ -234,11 +239,10 @@ impl MetricsConverter {
                         continue;
                     };
                     let stale = sonde_model::is_stale_nan(v);
-                    points.push((
-                        ts(p.time_unix_nano),
-                        vec![(with_name(&base, &name, None), v)],
-                        delta && !stale,
-                    ));
+                    let t = ts(p.time_unix_nano);
+                    let labels = with_name(&base, &name, None);
+                    let ex = point_exemplars(&labels, v, &p.exemplars, t);
+                    points.push((t, vec![(labels, v)], delta && !stale, ex));
                 }
             }
             metric::Data::Histogram(h) => {
@@ -261,13 +265,15 @@ impl MetricsConverter {
                         buckets.push(("+Inf".into(), p.count as f64));
                     }
                     let delta = is_delta(h.aggregation_temporality);
+                    let t = ts(p.time_unix_nano);
                     let hp = HistogramPoint {
                         buckets,
                         sum: p.sum,
                         count: p.count,
                         flags: p.flags,
+                        exemplars: otlp_exemplars::convert(&p.exemplars, t),
                     };
-                    points.push(hp.into_point(&base, &name, ts(p.time_unix_nano), delta));
+                    points.push(hp.into_point(&base, &name, t, delta));
                 }
             }
             metric::Data::ExponentialHistogram(h) => {
@@ -277,13 +283,15 @@ impl MetricsConverter {
                         continue;
                     };
                     let delta = is_delta(h.aggregation_temporality);
+                    let t = ts(p.time_unix_nano);
                     let hp = HistogramPoint {
                         buckets: exponential_to_classic(p),
                         sum: p.sum,
                         count: p.count,
                         flags: p.flags,
+                        exemplars: otlp_exemplars::convert(&p.exemplars, t),
                     };
-                    points.push(hp.into_point(&base, &name, ts(p.time_unix_nano), delta));
+                    points.push(hp.into_point(&base, &name, t, delta));
                 }
             }
             metric::Data::Summary(s) => {
@@ -308,11 +316,11 @@ impl MetricsConverter {
                         p.count as f64,
                     ));
                     mark_stale(&mut series, p.flags & FLAG_NO_RECORDED_VALUE != 0);
-                    points.push((ts(p.time_unix_nano), series, false));
+                    points.push((ts(p.time_unix_nano), series, false, Vec::new()));
                 }
             }
         }
-        for (t, mut series, delta) in points {
+        for (t, mut series, delta, exemplars) in points {
             if delta && !self.accumulate(&mut series, t) {
                 out.batch.reject(|| format!("a delta point of {name} at {t} repeats or precedes one already applied; dropped"));
                 continue;
@@ -321,6 +329,7 @@ impl MetricsConverter {
             for (labels, v) in series {
                 out.push(labels, t, v);
             }
+            out.batch.exemplars.extend(exemplars);
         }
         latest
     }
@@ -351,8 +360,26 @@ impl MetricsConverter {
 }
 
 /// One data point turned into series: its time, each series with its value,
-/// and whether the values are deltas still to be accumulated.
-type Point = (i64, Vec<(Labels, f64)>, bool);
+/// whether the values are deltas still to be accumulated, and the point's
+/// exemplars with the series each belongs to.
+type Point = (i64, Vec<(Labels, f64)>, bool, Vec<(Labels, Exemplar)>);
+
+/// The exemplars of a gauge or sum point, all on its one series; none on a
+/// point that marks the series stale.
+fn point_exemplars(
+    labels: &Labels,
+    v: f64,
+    exemplars: &[opentelemetry_proto::tonic::metrics::v1::Exemplar],
+    t: i64,
+) -> Vec<(Labels, Exemplar)> {
+    if exemplars.is_empty() || sonde_model::is_stale_nan(v) {
+        return Vec::new();
+    }
+    otlp_exemplars::convert(exemplars, t)
+        .into_iter()
+        .map(|e| (labels.clone(), e))
+        .collect()
+}
 
 /// A histogram data point as classic cumulative buckets (`le`, count).
 struct HistogramPoint {
@@ -360,17 +387,37 @@ struct HistogramPoint {
     sum: Option<f64>,
     count: u64,
     flags: u32,
+    exemplars: Vec<Exemplar>,
 }
 
 impl HistogramPoint {
     /// The `_bucket`, `_sum` and `_count` series of the point.
     fn into_point(self, base: &LabelsBuilder, name: &str, t: i64, delta: bool) -> Point {
         let bucket = format!("{name}_bucket");
+        // Each exemplar goes to the bucket whose `le` is the smallest bound
+        // at or above its value.
+        let bounds: Vec<f64> = self
+            .buckets
+            .iter()
+            .map(|(le, _)| le.parse().unwrap_or(f64::NAN))
+            .collect();
         let mut series: Vec<(Labels, f64)> = self
             .buckets
             .into_iter()
             .map(|(le, count)| (with_name(base, &bucket, Some(("le", le))), count))
             .collect();
+        let stale = self.flags & FLAG_NO_RECORDED_VALUE != 0;
+        let exemplars: Vec<(Labels, Exemplar)> = if stale {
+            Vec::new()
+        } else {
+            self.exemplars
+                .into_iter()
+                .filter_map(|e| {
+                    let i = otlp_exemplars::bucket_for(e.value, &bounds)?;
+                    Some((series[i].0.clone(), e))
+                })
+                .collect()
+        };
         if let Some(sum) = self.sum {
             series.push((with_name(base, &format!("{name}_sum"), None), sum));
         }
@@ -378,9 +425,8 @@ impl HistogramPoint {
             with_name(base, &format!("{name}_count"), None),
             self.count as f64,
         ));
-        let stale = self.flags & FLAG_NO_RECORDED_VALUE != 0;
         mark_stale(&mut series, stale);
-        (t, series, delta && !stale)
+        (t, series, delta && !stale, exemplars)
     }
 }
 

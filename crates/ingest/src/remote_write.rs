@@ -5,8 +5,8 @@
 
 use prost::Message;
 use sonde_model::{
-    is_valid_label_name, is_valid_metric_name, MetricMetadata, MetricType, Sample, Series,
-    SeriesView,
+    is_valid_label_name, is_valid_metric_name, Exemplar, Labels, MetricMetadata, MetricType,
+    Sample, Series, SeriesExemplar, SeriesView,
 };
 
 use crate::{Error, MetricsBatch, Result};
@@ -25,6 +25,18 @@ pub struct TimeSeries {
     pub labels: Vec<Label>,
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<PbSample>,
+    #[prost(message, repeated, tag = "3")]
+    pub exemplars: Vec<PbExemplar>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct PbExemplar {
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    #[prost(double, tag = "2")]
+    pub value: f64,
+    #[prost(int64, tag = "3")]
+    pub timestamp: i64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -62,6 +74,9 @@ pub struct Metadata {
 pub struct WriteBatch<'a> {
     pub series: Vec<SeriesView<'a>>,
     pub metadata: Vec<MetricMetadata>,
+    /// Exemplars with their series' labels: rare next to samples, so these
+    /// are owned copies.
+    pub exemplars: Vec<SeriesExemplar>,
 }
 
 /// Undoes the snappy (block format) compression of a remote-write body.
@@ -96,6 +111,7 @@ pub fn decode(body: &[u8]) -> Result<MetricsBatch> {
             })
             .collect(),
         metadata: batch.metadata,
+        exemplars: batch.exemplars,
         ..MetricsBatch::default()
     })
 }
@@ -110,7 +126,16 @@ pub fn decode_views(raw: &[u8]) -> Result<WriteBatch<'_>> {
     let mut r = Wire::new(raw);
     while let Some((field, wire)) = r.key()? {
         match (field, wire) {
-            (1, LEN) => batch.series.push(decode_series(r.bytes()?)?),
+            (1, LEN) => {
+                let (series, exemplars) = decode_series(r.bytes()?)?;
+                if !exemplars.is_empty() {
+                    let labels = series.to_labels();
+                    batch
+                        .exemplars
+                        .extend(exemplars.into_iter().map(|e| (labels.clone(), e)));
+                }
+                batch.series.push(series);
+            }
             (3, LEN) => batch.metadata.push(decode_metadata(r.bytes()?)?),
             _ => r.skip(wire)?,
         }
@@ -118,9 +143,12 @@ pub fn decode_views(raw: &[u8]) -> Result<WriteBatch<'_>> {
     Ok(batch)
 }
 
-fn decode_series(buf: &[u8]) -> Result<SeriesView<'_>> {
+type DecodedSeries<'a> = (SeriesView<'a>, Vec<Exemplar>);
+
+fn decode_series(buf: &[u8]) -> Result<DecodedSeries<'_>> {
     let mut labels: Vec<(&str, &str)> = Vec::with_capacity(16);
     let mut samples = Vec::new();
+    let mut exemplars = Vec::new();
     let mut r = Wire::new(buf);
     while let Some((field, wire)) = r.key()? {
         match (field, wire) {
@@ -136,6 +164,7 @@ fn decode_series(buf: &[u8]) -> Result<SeriesView<'_>> {
                 }
                 labels.push((name, value));
             }
+            (3, LEN) => exemplars.push(decode_exemplar(r.bytes()?)?),
             (2, LEN) => {
                 let mut p = Wire::new(r.bytes()?);
                 let mut sample = Sample { t: 0, v: 0.0 };
@@ -170,7 +199,40 @@ fn decode_series(buf: &[u8]) -> Result<SeriesView<'_>> {
     if !has_name {
         return Err(Error::MissingMetricName);
     }
-    Ok(SeriesView::new(labels, samples))
+    Ok((SeriesView::new(labels, samples), exemplars))
+}
+
+/// An exemplar's labels are kept as sent (the store checks their length);
+/// empty values are dropped and, of repeated names, the last one kept.
+fn decode_exemplar(buf: &[u8]) -> Result<Exemplar> {
+    let mut labels: Vec<(&str, &str)> = Vec::new();
+    let mut e = Exemplar {
+        labels: Labels::empty(),
+        value: 0.0,
+        t: 0,
+    };
+    let mut r = Wire::new(buf);
+    while let Some((field, wire)) = r.key()? {
+        match (field, wire) {
+            (1, LEN) => {
+                let mut l = Wire::new(r.bytes()?);
+                let (mut name, mut value) = ("", "");
+                while let Some((f, w)) = l.key()? {
+                    match (f, w) {
+                        (1, LEN) => name = l.str()?,
+                        (2, LEN) => value = l.str()?,
+                        _ => l.skip(w)?,
+                    }
+                }
+                labels.push((name, value));
+            }
+            (2, I64) => e.value = f64::from_bits(r.fixed64()?),
+            (3, VARINT) => e.t = r.varint()? as i64,
+            _ => r.skip(wire)?,
+        }
+    }
+    e.labels = Labels::from_pairs(labels);
+    Ok(e)
 }
 
 fn decode_metadata(buf: &[u8]) -> Result<MetricMetadata> {
@@ -283,24 +345,42 @@ impl<'a> Wire<'a> {
 
 /// Encodes a batch as a remote-write body (used by tests and the benchmark).
 pub fn encode(series: &[Series]) -> Vec<u8> {
+    encode_with_exemplars(series, &[])
+}
+
+fn pb_labels(labels: &Labels) -> Vec<Label> {
+    labels
+        .iter()
+        .map(|l| Label {
+            name: l.name.clone(),
+            value: l.value.clone(),
+        })
+        .collect()
+}
+
+/// As [`encode`], with each exemplar attached to the series of its labels
+/// (used by tests).
+pub fn encode_with_exemplars(series: &[Series], exemplars: &[SeriesExemplar]) -> Vec<u8> {
     let req = WriteRequest {
         timeseries: series
             .iter()
             .map(|s| TimeSeries {
-                labels: s
-                    .labels
-                    .iter()
-                    .map(|l| Label {
-                        name: l.name.clone(),
-                        value: l.value.clone(),
-                    })
-                    .collect(),
+                labels: pb_labels(&s.labels),
                 samples: s
                     .samples
                     .iter()
                     .map(|x| PbSample {
                         value: x.v,
                         timestamp: x.t,
+                    })
+                    .collect(),
+                exemplars: exemplars
+                    .iter()
+                    .filter(|(l, _)| *l == s.labels)
+                    .map(|(_, e)| PbExemplar {
+                        labels: pb_labels(&e.labels),
+                        value: e.value,
+                        timestamp: e.t,
                     })
                     .collect(),
             })
@@ -345,6 +425,14 @@ mod tests {
                         timestamp: 0,
                     },
                 ],
+                exemplars: vec![PbExemplar {
+                    labels: vec![Label {
+                        name: "trace_id".into(),
+                        value: "0af7651916cd43dd8448eb211c80319c".into(),
+                    }],
+                    value: 0.25,
+                    timestamp: -3,
+                }],
             }],
             metadata: vec![Metadata {
                 r#type: 1,
@@ -359,6 +447,17 @@ mod tests {
         assert_eq!(
             got.series[0].samples,
             vec![Sample { t: -7, v: -1.5 }, Sample { t: 0, v: 0.0 }]
+        );
+        assert_eq!(
+            got.exemplars,
+            vec![(
+                Labels::from_pairs([("__name__", "up"), ("job", "x")]),
+                Exemplar {
+                    labels: Labels::from_pairs([("trace_id", "0af7651916cd43dd8448eb211c80319c")]),
+                    value: 0.25,
+                    t: -3,
+                }
+            )]
         );
         assert_eq!(got.metadata[0].kind, MetricType::Counter);
         assert_eq!(
@@ -380,6 +479,42 @@ mod tests {
         };
         let got = decode(&encode(std::slice::from_ref(&s))).unwrap();
         assert_eq!(got.series, vec![s]);
+    }
+
+    #[test]
+    fn exemplars_roundtrip() {
+        let s = Series {
+            labels: Labels::from_pairs([("__name__", "rpc_seconds_bucket"), ("le", "0.5")]),
+            samples: vec![Sample { t: 5, v: 3.0 }],
+            histograms: Vec::new(),
+        };
+        let e = |t, v, trace: &str| Exemplar {
+            labels: Labels::from_pairs([("trace_id", trace), ("span_id", "00f067aa0ba902b7")]),
+            value: v,
+            t,
+        };
+        let exemplars = vec![
+            (
+                s.labels.clone(),
+                e(4, 0.3, "4bf92f3577b34da6a3ce929d0e0e4736"),
+            ),
+            (
+                s.labels.clone(),
+                e(5, 0.5, "4bf92f3577b34da6a3ce929d0e0e4737"),
+            ),
+        ];
+        let got = decode(&encode_with_exemplars(std::slice::from_ref(&s), &exemplars)).unwrap();
+        assert_eq!(got.series, vec![s.clone()]);
+        assert_eq!(got.exemplars, exemplars);
+        // Samples stay borrowed: the views point into the body.
+        let raw = decompress(&encode_with_exemplars(std::slice::from_ref(&s), &exemplars)).unwrap();
+        let views = decode_views(&raw).unwrap();
+        assert_eq!(views.series[0].labels[1], ("le", "0.5"));
+        assert_eq!(views.exemplars.len(), 2);
+        // A truncated exemplar is a clean error, never a panic.
+        for n in 0..raw.len() {
+            let _ = decode_views(&raw[..n]);
+        }
     }
 
     #[test]
@@ -406,6 +541,7 @@ mod tests {
                         value: 1.0,
                         timestamp: 1,
                     }],
+                    exemplars: vec![],
                 }],
                 metadata: vec![],
             };

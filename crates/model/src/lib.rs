@@ -3,11 +3,13 @@
 //! Wire formats (OTLP, remote write, JSON) are converted to these types at the
 //! edges, in `sonde-ingest`; storage and query only ever see these.
 
+mod exemplar;
 mod histogram;
 mod labels;
 mod matcher;
 pub mod records;
 
+pub use exemplar::{label_runes, Exemplar, SeriesExemplar, EXEMPLAR_MAX_LABEL_RUNES};
 pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
 
 pub use histogram::{

@@ -117,7 +117,11 @@ impl AttrValue {
             AttrValue::Bool(b) => b.to_string().into(),
             AttrValue::Int(i) => i.to_string().into(),
             AttrValue::Double(d) => d.to_string().into(),
-            AttrValue::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect::<String>().into(),
+            AttrValue::Bytes(b) => b
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<String>()
+                .into(),
         }
     }
 
@@ -138,9 +142,18 @@ impl AttrValue {
         match kind {
             AttrKind::Str => fallback(),
             AttrKind::Json => AttrValue::Json(text.to_string()),
-            AttrKind::Bool => text.parse().map(AttrValue::Bool).unwrap_or_else(|_| fallback()),
-            AttrKind::Int => text.parse().map(AttrValue::Int).unwrap_or_else(|_| fallback()),
-            AttrKind::Double => text.parse().map(AttrValue::Double).unwrap_or_else(|_| fallback()),
+            AttrKind::Bool => text
+                .parse()
+                .map(AttrValue::Bool)
+                .unwrap_or_else(|_| fallback()),
+            AttrKind::Int => text
+                .parse()
+                .map(AttrValue::Int)
+                .unwrap_or_else(|_| fallback()),
+            AttrKind::Double => text
+                .parse()
+                .map(AttrValue::Double)
+                .unwrap_or_else(|_| fallback()),
             AttrKind::Bytes => {
                 let bytes: Option<Vec<u8>> = (0..text.len() / 2)
                     .map(|i| u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok())

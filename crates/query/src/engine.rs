@@ -297,7 +297,7 @@ pub fn parse_selector(s: &str) -> Result<Vec<Matcher>> {
     }
 }
 
-fn parse(query: &str) -> Result<Expr> {
+pub(crate) fn parse(query: &str) -> Result<Expr> {
     // The parser is third-party; a panic in it must not reach the server.
     match std::panic::catch_unwind(|| pp::parse(query)) {
         Ok(r) => r.map_err(Error::Parse),
@@ -335,7 +335,7 @@ pub(crate) fn check_unique<'a>(labels: impl Iterator<Item = &'a Labels>) -> Resu
     Ok(())
 }
 
-fn selector_matchers(vs: &VectorSelector, ms: &[PMatcher]) -> Result<Vec<Matcher>> {
+pub(crate) fn selector_matchers(vs: &VectorSelector, ms: &[PMatcher]) -> Result<Vec<Matcher>> {
     let mut out = Vec::with_capacity(ms.len() + 1);
     if let Some(name) = &vs.name {
         out.push(Matcher::equal(METRIC_NAME, name.clone()));

@@ -15,6 +15,7 @@ mod functions;
 mod histogram;
 mod native;
 mod over_time;
+mod selectors;
 mod utf8;
 mod value;
 mod window;
@@ -23,6 +24,7 @@ mod window;
 mod engine_tests;
 
 pub use engine::{parse_selector, Engine, EngineOptions};
+pub use selectors::extract_selectors;
 pub use value::{format_value, Error, InstantSample, Result, Value};
 
 use sonde_model::{Labels, Matcher, Series, TimestampMs};

@@ -31,12 +31,19 @@ impl Queryable for StoreQueryable {
 /// A Prometheus API error: `errorType` and message, mapped to an HTTP status
 /// as Prometheus maps them.
 pub struct ApiError {
-    kind: &'static str,
-    message: String,
+    pub(crate) kind: &'static str,
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    fn bad_data(message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(kind: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn bad_data(message: impl Into<String>) -> ApiError {
         ApiError {
             kind: "bad_data",
             message: message.into(),
@@ -51,6 +58,7 @@ impl IntoResponse for ApiError {
             "execution" => StatusCode::UNPROCESSABLE_ENTITY,
             "timeout" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             "not_found" => StatusCode::NOT_FOUND,
+            "too_many_requests" => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = format!(
@@ -62,14 +70,14 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     let mut resp = (status, body).into_response();
     resp.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));
     resp
 }
 
-fn success(data: &str) -> Response {
+pub(crate) fn success(data: &str) -> Response {
     json_response(
         StatusCode::OK,
         format!(r#"{{"status":"success","data":{data}}}"#),
@@ -81,10 +89,14 @@ fn json_str(s: &str) -> String {
 }
 
 /// Query parameters from the URL and, for POST, a form body.
-struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn parse(query: Option<String>, headers: &HeaderMap, body: &[u8]) -> Result<Params, ApiError> {
+    pub(crate) fn parse(
+        query: Option<String>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Params, ApiError> {
         let mut all: Vec<(String, String)> = match query {
             Some(q) => serde_urlencoded::from_str(&q)
                 .map_err(|e| ApiError::bad_data(format!("invalid query string: {e}")))?,
@@ -98,7 +110,7 @@ impl Params {
         Ok(Params(all))
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .rev()
@@ -106,7 +118,7 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
-    fn all(&self, key: &str) -> Vec<&str> {
+    pub(crate) fn all(&self, key: &str) -> Vec<&str> {
         self.0
             .iter()
             .filter(|(k, _)| k == key)
@@ -114,7 +126,7 @@ impl Params {
             .collect()
     }
 
-    fn time(&self, key: &str, default: i64) -> Result<i64, ApiError> {
+    pub(crate) fn time(&self, key: &str, default: i64) -> Result<i64, ApiError> {
         match self.get(key) {
             None | Some("") => Ok(default),
             Some(v) => parse_time(v).ok_or_else(|| {
@@ -464,7 +476,7 @@ pub async fn series(
 
 /// Runs a metadata call on a blocking thread under a query permit: listing
 /// series walks the index, which must not stall the async workers.
-async fn off_thread(
+pub(crate) async fn off_thread(
     state: &AppState,
     endpoint: &'static str,
     f: impl FnOnce(&AppState) -> Result<Response, ApiError> + Send + 'static,
@@ -574,10 +586,60 @@ pub async fn metadata(
     .await
 }
 
-/// Exemplars are not stored yet: an empty, well-formed answer keeps Grafana
-/// working.
-pub async fn exemplars() -> Response {
-    success("[]")
+/// `/api/v1/query_exemplars`: the exemplars in `[start, end]` of the series
+/// selected by any vector selector of the PromQL `query`, as Prometheus
+/// answers it (`data` is null when the query has no selector).
+pub async fn exemplars(
+    State(state): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    off_thread(
+        &state.clone(),
+        "query_exemplars",
+        move |state| -> Result<Response, ApiError> {
+            let p = Params::parse(q, &headers, &body)?;
+            let (start, end) = p.span()?;
+            if end < start {
+                return Err(ApiError::bad_data(
+                    "end timestamp must not be before start timestamp",
+                ));
+            }
+            let sets = sonde_query::extract_selectors(p.get("query").unwrap_or(""))
+                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"query\": {e}")))?;
+            if sets.is_empty() {
+                return Ok(success("null"));
+            }
+            let mut out = String::from("[");
+            for (i, (series, exemplars)) in
+                state.store.exemplars(&sets, start, end).iter().enumerate()
+            {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(r#"{"seriesLabels":"#);
+                render_labels(&mut out, series);
+                out.push_str(r#","exemplars":["#);
+                for (j, e) in exemplars.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(r#"{"labels":"#);
+                    render_labels(&mut out, &e.labels);
+                    out.push_str(r#","value":""#);
+                    out.push_str(&format_value(e.value));
+                    out.push_str(r#"","timestamp":"#);
+                    render_t(&mut out, e.t);
+                    out.push('}');
+                }
+                out.push_str("]}");
+            }
+            out.push(']');
+            Ok(success(&out))
+        },
+    )
+    .await
 }
 
 pub async fn rules() -> Response {
@@ -622,7 +684,11 @@ pub async fn ready() -> &'static str {
 }
 
 pub async fn self_metrics(State(state): State<AppState>) -> Response {
-    let mut resp = state.metrics.render(&state.store).into_response();
+    let mut text = state.metrics.render(&state.store);
+    state
+        .metrics
+        .render_records(&mut text, &state.records, &state.tail);
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         "content-type",
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -633,8 +699,12 @@ pub async fn self_metrics(State(state): State<AppState>) -> Response {
 /// Persists the whole in-memory head as blocks (for measuring footprint and
 /// before backups).
 pub async fn flush(State(state): State<AppState>) -> Response {
-    let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || store.flush_head()).await {
+    let st = state.clone();
+    let flushed = tokio::task::spawn_blocking(move || {
+        st.store.flush_head().map_err(|e| e.to_string())?;
+        st.records.flush().map_err(|e| e.to_string())
+    });
+    match flushed.await {
         Ok(Ok(())) => success("null"),
         Ok(Err(e)) => ApiError {
             kind: "internal",

@@ -9,18 +9,24 @@ use anyhow::Context;
 use axum::routing::{get, post};
 use axum::Router;
 use sonde_ingest::otlp::MetricsConverter;
+use sonde_ingest::otlp_records::RecordLimits;
 use sonde_model::{Clock, SystemClock};
 use sonde_query::{Engine, EngineOptions};
+use sonde_records::RecordStore;
 use sonde_store::{FsyncPolicy, Store};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::self_metrics::SelfMetrics;
-use crate::{api, grpc, write};
+use crate::tail::Tail;
+use crate::{api, grpc, jaeger, records_api, tail, write, write_records};
 
 pub struct App {
     pub config: Config,
     pub store: Arc<Store>,
+    pub records: Arc<RecordStore>,
+    pub record_limits: RecordLimits,
+    pub tail: Tail,
     pub engine: Engine,
     pub converter: MetricsConverter,
     pub metrics: SelfMetrics,
@@ -34,13 +40,30 @@ pub type AppState = Arc<App>;
 impl App {
     pub fn new(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
         let store_opts = config.store_options()?;
-        let store =
-            Store::open(&config.data_dir, store_opts, clock.clone()).with_context(|| {
-                format!(
-                    "cannot open the data directory {}",
-                    config.data_dir.display()
-                )
-            })?;
+        let store = Store::open_with_exemplars(
+            &config.data_dir,
+            store_opts,
+            clock.clone(),
+            config.max_exemplars,
+        )
+        .with_context(|| {
+            format!(
+                "cannot open the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        let records_cfg = config.records_config()?;
+        let records = RecordStore::open(records_cfg).with_context(|| {
+            format!(
+                "cannot open the span and log store in {}",
+                config.data_dir.join("records").display()
+            )
+        })?;
+        let record_limits = RecordLimits {
+            max_attributes: config.max_record_attributes.max(1),
+            max_attribute_value_bytes: config.max_attribute_value_length.max(16),
+            ..RecordLimits::default()
+        };
         let (lookback, timeout) = config.durations()?;
         let engine = Engine::new(EngineOptions {
             lookback_delta_ms: lookback.as_millis() as i64,
@@ -50,8 +73,11 @@ impl App {
         Ok(App {
             write_permits: Semaphore::new(config.max_inflight_writes.max(1)),
             query_permits: Semaphore::new(config.max_concurrent_queries.max(1)),
+            tail: Tail::new(config.max_tail_subscribers),
             config,
             store: Arc::new(store),
+            records: Arc::new(records),
+            record_limits,
             engine,
             converter: MetricsConverter::new(),
             metrics: SelfMetrics::new(),
@@ -86,6 +112,27 @@ pub fn api_router(state: AppState) -> Router {
         .route("/api/v1/status/buildinfo", get(api::buildinfo))
         .route("/api/v1/status/runtimeinfo", get(api::runtimeinfo))
         .route("/api/v1/admin/flush", post(api::flush))
+        .route(
+            "/api/v1/otlp/v1/traces",
+            post(write_records::otlp_http_traces),
+        )
+        .route("/api/v1/otlp/v1/logs", post(write_records::otlp_http_logs))
+        .route("/api/v1/traces", get(records_api::search_traces))
+        .route("/api/v1/traces/{id}", get(records_api::get_trace))
+        .route("/api/v1/logs", get(records_api::search_logs))
+        .route("/api/v1/events", get(records_api::search_events))
+        .route("/api/v1/tail", get(tail::tail))
+        .route("/api/v1/services", get(records_api::services))
+        .route("/api/v1/hosts", get(records_api::hosts))
+        // The Jaeger query API, for Grafana's Jaeger data source.
+        .route("/api/services", get(jaeger::services))
+        .route(
+            "/api/services/{service}/operations",
+            get(jaeger::service_operations),
+        )
+        .route("/api/operations", get(jaeger::operations))
+        .route("/api/traces", get(jaeger::find_traces))
+        .route("/api/traces/{id}", get(jaeger::trace))
         .fallback(api::not_found)
         .with_state(state)
 }
@@ -94,6 +141,8 @@ pub fn api_router(state: AppState) -> Router {
 pub fn otlp_http_router(state: AppState) -> Router {
     Router::new()
         .route("/v1/metrics", post(write::otlp_http_metrics))
+        .route("/v1/traces", post(write_records::otlp_http_traces))
+        .route("/v1/logs", post(write_records::otlp_http_logs))
         .fallback(api::not_found)
         .with_state(state)
 }
@@ -104,6 +153,14 @@ pub fn otlp_grpc_router(state: AppState) -> Router {
         .route(
             "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
             post(grpc::export_metrics),
+        )
+        .route(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            post(grpc::export_traces),
+        )
+        .route(
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            post(grpc::export_logs),
         )
         .fallback(grpc::unimplemented)
         .with_state(state)
@@ -159,6 +216,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     signal.await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
     let _ = stop_tx.send(true);
+    state.tail.close();
     for s in servers {
         match tokio::time::timeout(Duration::from_secs(10), s).await {
             Ok(Ok(Ok(()))) => {}
@@ -169,6 +227,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let _ = upkeep.await;
     tokio::task::block_in_place(|| state.store.sync()).context("final WAL flush failed")?;
+    tokio::task::block_in_place(|| state.records.sync())
+        .context("final record WAL flush failed")?;
     tracing::info!("WAL flushed; bye");
     Ok(())
 }
@@ -202,8 +262,12 @@ fn spawn_upkeep(state: AppState, stop: watch::Receiver<bool>) -> tokio::task::Jo
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        let store = state.store.clone();
-                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.sync()).await {
+                        let st = state.clone();
+                        let synced = tokio::task::spawn_blocking(move || {
+                            st.store.sync().map_err(|e| e.to_string())?;
+                            st.records.sync().map_err(|e| e.to_string())
+                        });
+                        if let Ok(Err(e)) = synced.await {
                             tracing::error!("WAL fsync failed: {e}");
                         }
                     }
@@ -222,6 +286,12 @@ fn spawn_upkeep(state: AppState, stop: watch::Receiver<bool>) -> tokio::task::Jo
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    if state.records.needs_flush() {
+                        let st = state.clone();
+                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.records.flush()).await {
+                            tracing::error!("writing spans and logs to Parquet failed: {e}");
+                        }
+                    }
                     if last.elapsed() < Duration::from_secs(60) && !state.store.needs_maintenance() {
                         continue;
                     }
@@ -229,6 +299,10 @@ fn spawn_upkeep(state: AppState, stop: watch::Receiver<bool>) -> tokio::task::Jo
                     let store = state.store.clone();
                     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.maintain()).await {
                         tracing::error!("storage maintenance failed: {e}");
+                    }
+                    let st = state.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || apply_records_retention(&st)).await {
+                        tracing::error!("span and log retention failed: {e}");
                     }
                 }
                 _ = stop.changed() => break,
@@ -238,4 +312,17 @@ fn spawn_upkeep(state: AppState, stop: watch::Receiver<bool>) -> tokio::task::Jo
             let _ = t.await;
         }
     })
+}
+
+/// Age retention is the metrics' `retention`; a `retention_size` is one
+/// budget for the data directory: spans and logs get what the metrics
+/// leave of it.
+fn apply_records_retention(state: &AppState) -> Result<usize, sonde_records::Error> {
+    let limit = state.store.options().retention_bytes;
+    let budget = (limit > 0).then(|| {
+        let metrics = state.store.blocks_bytes() + state.store.wal_bytes();
+        limit.saturating_sub(metrics).max(1)
+    });
+    let now_ns = state.clock.now_ms().saturating_mul(1_000_000);
+    state.records.apply_retention(now_ns, budget)
 }

@@ -1,20 +1,21 @@
 //! Client commands: the HTTP API from a shell, printed for people.
 //!
 //! `sonde query 'rate(x[5m])'`, `sonde query-range EXPR --start -1h`,
-//! `sonde series 'up{job="api"}'`, `sonde labels [NAME]`, `sonde flush`.
+//! `sonde series 'up{job="api"}'`, `sonde labels [NAME]`, `sonde flush`;
+//! traces, logs and events are in `cli_records.rs`.
 
 use anyhow::{bail, Context};
 use serde_json::Value;
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
 
-struct Args {
-    positional: Vec<String>,
-    server: String,
+pub(crate) struct Args {
+    pub positional: Vec<String>,
+    pub server: String,
     flags: Vec<(String, String)>,
 }
 
-fn parse(args: &[String]) -> anyhow::Result<Args> {
+pub(crate) fn parse(args: &[String]) -> anyhow::Result<Args> {
     let mut out = Args {
         positional: Vec::new(),
         server: std::env::var("SONDE_SERVER").unwrap_or_else(|_| DEFAULT_SERVER.into()),
@@ -45,7 +46,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
 }
 
 impl Args {
-    fn flag(&self, k: &str) -> Option<&str> {
+    pub(crate) fn flag(&self, k: &str) -> Option<&str> {
         self.flags
             .iter()
             .rev()
@@ -53,7 +54,7 @@ impl Args {
             .map(|(_, v)| v.as_str())
     }
 
-    fn one(&self, what: &str) -> anyhow::Result<&str> {
+    pub(crate) fn one(&self, what: &str) -> anyhow::Result<&str> {
         match self.positional.as_slice() {
             [one] => Ok(one),
             _ => bail!("expected exactly one {what}"),
@@ -62,7 +63,7 @@ impl Args {
 }
 
 /// `now`, `-1h` (relative to now), RFC 3339 or Unix seconds, to Unix seconds.
-fn time_arg(s: &str) -> anyhow::Result<String> {
+pub(crate) fn time_arg(s: &str) -> anyhow::Result<String> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -80,7 +81,7 @@ fn time_arg(s: &str) -> anyhow::Result<String> {
     Ok(format!("{:.3}", ms as f64 / 1000.0))
 }
 
-fn get(server: &str, path: &str, params: &[(&str, String)]) -> anyhow::Result<Value> {
+pub(crate) fn get(server: &str, path: &str, params: &[(&str, String)]) -> anyhow::Result<Value> {
     let mut req = ureq::get(&format!("{server}{path}"));
     for (k, v) in params {
         req = req.query(k, v);
@@ -169,10 +170,10 @@ pub fn run(command: &str, args: &[String]) -> anyhow::Result<bool> {
             }
         }
         "flush" => match ureq::post(&format!("{}/api/v1/admin/flush", a.server)).call() {
-            Ok(_) => println!("head persisted as blocks"),
+            Ok(_) => println!("head persisted as blocks; spans and logs written to Parquet"),
             Err(e) => bail!("flush failed: {e}"),
         },
-        _ => return Ok(false),
+        other => return crate::cli_records::run(other, &a),
     }
     Ok(true)
 }

@@ -42,6 +42,19 @@ pub struct Config {
     /// Size of the data directory above which the oldest blocks are deleted
     /// (`0` for no limit), e.g. `50GiB`.
     pub retention_size: String,
+    /// Spans and logs held in memory (queryable) before they are written to
+    /// a Parquet segment; ingest is refused at twice this while writing lags.
+    pub records_buffer_size: String,
+    /// The longest spans and logs stay in memory before being written.
+    pub records_flush_interval: String,
+    /// Attributes kept per span, log or event; more are dropped and counted.
+    pub max_record_attributes: usize,
+    /// Longer attribute values are cut and end with a marker.
+    pub max_attribute_value_length: usize,
+    /// Exemplars kept in memory (and the WAL), across all series; 0 disables.
+    pub max_exemplars: usize,
+    /// Live-tail subscribers at once.
+    pub max_tail_subscribers: usize,
     pub max_series: usize,
     pub max_series_per_metric: usize,
     pub max_labels_per_series: usize,
@@ -74,6 +87,12 @@ impl Default for Config {
             future_tolerance: "10m".into(),
             retention: "15d".into(),
             retention_size: "0".into(),
+            records_buffer_size: "128MiB".into(),
+            records_flush_interval: "10m".into(),
+            max_record_attributes: 128,
+            max_attribute_value_length: 4096,
+            max_exemplars: 100_000,
+            max_tail_subscribers: 64,
             max_series: 2_000_000,
             max_series_per_metric: 200_000,
             max_labels_per_series: 64,
@@ -155,6 +174,7 @@ impl Config {
                     anyhow::anyhow!("invalid configuration: {}", e.message())
                 })?;
         config.store_options()?;
+        config.records_config()?;
         config.durations()?;
         Ok(config)
     }
@@ -195,6 +215,31 @@ impl Config {
         })
     }
 
+    /// The record store's settings. Retention by age is the metrics'
+    /// `retention`; the size limit is shared at run time (see `app.rs`).
+    pub fn records_config(&self) -> anyhow::Result<sonde_records::Config> {
+        let mut c = sonde_records::Config::new(self.data_dir.join("records"));
+        c.sync_each_write = self.wal_fsync == "always";
+        c.buffer_bytes = parse_size(&self.records_buffer_size)
+            .with_context(|| {
+                format!(
+                    "setting records_buffer_size: {:?} is not a size like 128MiB",
+                    self.records_buffer_size
+                )
+            })?
+            .max(1 << 20) as usize;
+        c.flush_after = parse_duration(&self.records_flush_interval).with_context(|| {
+            format!(
+                "setting records_flush_interval: {:?} is not a duration",
+                self.records_flush_interval
+            )
+        })?;
+        c.retention = parse_duration(&self.retention).with_context(|| {
+            format!("setting retention: {:?} is not a duration", self.retention)
+        })?;
+        Ok(c)
+    }
+
     /// (lookback delta, query timeout).
     pub fn durations(&self) -> anyhow::Result<(Duration, Duration)> {
         let d = |name: &str, v: &str| {
@@ -230,6 +275,8 @@ impl Defaults for toml::Table {
             ("future_tolerance", &d.future_tolerance),
             ("retention", &d.retention),
             ("retention_size", &d.retention_size),
+            ("records_buffer_size", &d.records_buffer_size),
+            ("records_flush_interval", &d.records_flush_interval),
             ("lookback_delta", &d.lookback_delta),
             ("query_timeout", &d.query_timeout),
             ("log_level", &d.log_level),
@@ -240,6 +287,10 @@ impl Defaults for toml::Table {
             ("max_request_bytes", d.max_request_bytes),
             ("max_inflight_writes", d.max_inflight_writes),
             ("max_series", d.max_series),
+            ("max_record_attributes", d.max_record_attributes),
+            ("max_attribute_value_length", d.max_attribute_value_length),
+            ("max_exemplars", d.max_exemplars),
+            ("max_tail_subscribers", d.max_tail_subscribers),
             ("max_series_per_metric", d.max_series_per_metric),
             ("max_labels_per_series", d.max_labels_per_series),
             ("max_label_name_length", d.max_label_name_length),

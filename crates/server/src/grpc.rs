@@ -1,6 +1,6 @@
 //! OTLP over gRPC, served by hand on HTTP/2: a unary gRPC call is a POST
 //! whose body is one length-prefixed message and whose response ends with
-//! `grpc-status` trailers. This avoids a gRPC framework for one method.
+//! `grpc-status` trailers. This avoids a gRPC framework for three methods.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,6 +17,7 @@ use sonde_ingest::otlp::collector::ExportMetricsServiceResponse;
 use crate::app::AppState;
 use crate::body::{gunzip, read_raw, RequestError};
 use crate::write::store_otlp;
+use crate::write_records::{store_records, Signal};
 
 /// gRPC status codes used here.
 const OK: u32 = 0;
@@ -48,7 +49,10 @@ impl http_body::Body for UnaryBody {
 }
 
 fn grpc_ok(msg: &impl Message) -> Response {
-    let payload = msg.encode_to_vec();
+    grpc_ok_bytes(msg.encode_to_vec())
+}
+
+fn grpc_ok_bytes(payload: Vec<u8>) -> Response {
     let mut framed = Vec::with_capacity(payload.len() + 5);
     framed.push(0);
     framed.extend_from_slice(&(payload.len() as u32).to_be_bytes());
@@ -157,9 +161,53 @@ pub async fn export_metrics(
     resp
 }
 
+async fn export_records(
+    state: AppState,
+    signal: Signal,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result: Result<Response, RequestError> = async {
+        let _permit = state
+            .write_permits
+            .try_acquire()
+            .map_err(|_| RequestError::Overloaded)?;
+        let limit = state.config.max_request_bytes;
+        let raw = read_raw(body, limit.saturating_add(5)).await?;
+        let outcome = store_records(&state, signal, "otlp_grpc", false, move || {
+            unframe(&headers, &raw, limit)
+        })
+        .await?;
+        Ok(grpc_ok_bytes(outcome.encode(false)))
+    }
+    .await;
+    let resp = result.unwrap_or_else(|e| {
+        state.metrics.rejected_request("otlp_grpc", e.reason());
+        grpc_error(grpc_code(&e), &e.message())
+    });
+    state.metrics.request("otlp_grpc", resp.status().as_u16());
+    resp
+}
+
+pub async fn export_traces(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    export_records(state, Signal::Traces, headers, body).await
+}
+
+pub async fn export_logs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    export_records(state, Signal::Logs, headers, body).await
+}
+
 pub async fn unimplemented() -> Response {
     grpc_error(
         UNIMPLEMENTED,
-        "this service or method is not served here; Sonde serves OTLP metrics export",
+        "this service or method is not served here; Sonde serves OTLP metrics, trace and logs export",
     )
 }

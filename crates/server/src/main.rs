@@ -5,10 +5,15 @@ mod api;
 mod app;
 mod body;
 mod cli;
+mod cli_records;
 mod config;
 mod grpc;
+mod jaeger;
+mod records_api;
 mod self_metrics;
+mod tail;
 mod write;
+mod write_records;
 
 use anyhow::Context;
 
@@ -26,7 +31,15 @@ commands:
   query-range EXPR      evaluate PromQL over time (--start -1h --end now --step 60s)
   series SELECTOR       list series matching a selector
   labels [NAME]         list label names, or the values of one label
-  flush                 persist the server's in-memory head as blocks
+  flush                 persist the in-memory head as blocks, spans and logs as Parquet
+  trace ID              print one trace as a tree, with its logs
+  traces                search traces (--service S --name OP --min-duration 250ms
+                        --errors true --attr k=v --since -1h --limit 20)
+  logs                  search logs, newest first (--service S --severity warn
+                        --contains TEXT --attr k=v --trace-id ID --since -1h --limit 100);
+                        --follow true streams new logs live
+  events                like logs, events only (--name NAME)
+  services | hosts      what was seen of each service or host, across signals
   version               print the version
 
 client commands talk to --server URL (default http://127.0.0.1:7070, or

@@ -16,6 +16,9 @@ struct QueryLatency {
     count: u64,
 }
 
+/// (signal, protocol).
+type SignalProtocol = (&'static str, &'static str);
+
 pub struct SelfMetrics {
     started: Instant,
     /// (protocol, HTTP status) -> requests.
@@ -24,6 +27,8 @@ pub struct SelfMetrics {
     rejected_requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     /// protocol -> samples accepted.
     samples: Mutex<BTreeMap<&'static str, u64>>,
+    /// (signal, protocol) -> (accepted, rejected) spans or log records.
+    records: Mutex<BTreeMap<SignalProtocol, (u64, u64)>>,
     /// endpoint -> latency histogram.
     queries: Mutex<BTreeMap<&'static str, QueryLatency>>,
 }
@@ -35,6 +40,7 @@ impl SelfMetrics {
             requests: Mutex::new(BTreeMap::new()),
             rejected_requests: Mutex::new(BTreeMap::new()),
             samples: Mutex::new(BTreeMap::new()),
+            records: Mutex::new(BTreeMap::new()),
             queries: Mutex::new(BTreeMap::new()),
         }
     }
@@ -53,6 +59,104 @@ impl SelfMetrics {
 
     pub fn samples(&self, protocol: &'static str, n: u64) {
         *self.samples.lock().entry(protocol).or_default() += n;
+    }
+
+    pub fn records(
+        &self,
+        signal: &'static str,
+        protocol: &'static str,
+        accepted: u64,
+        rejected: u64,
+    ) {
+        let mut r = self.records.lock();
+        let e = r.entry((signal, protocol)).or_default();
+        e.0 += accepted;
+        e.1 += rejected;
+    }
+
+    /// Spans, logs and live tail.
+    pub fn render_records(
+        &self,
+        w: &mut String,
+        records: &sonde_records::RecordStore,
+        tail: &crate::tail::Tail,
+    ) {
+        header(
+            w,
+            "sonde_ingest_records_total",
+            "counter",
+            "Spans and log records accepted, by signal and protocol.",
+        );
+        let r = self.records.lock();
+        for ((signal, p), (n, _)) in r.iter() {
+            let _ = writeln!(
+                w,
+                "sonde_ingest_records_total{{signal=\"{signal}\",protocol=\"{p}\"}} {n}"
+            );
+        }
+        header(
+            w,
+            "sonde_ingest_records_rejected_total",
+            "counter",
+            "Spans and log records rejected at conversion (bad ids, bad times), by signal and protocol.",
+        );
+        for ((signal, p), (_, n)) in r.iter() {
+            let _ = writeln!(
+                w,
+                "sonde_ingest_records_rejected_total{{signal=\"{signal}\",protocol=\"{p}\"}} {n}"
+            );
+        }
+        drop(r);
+        let st = records.stats();
+        gauge(
+            w,
+            "sonde_records_buffered_spans",
+            "Spans held in memory, not yet in Parquet.",
+            st.buffered_spans as f64,
+        );
+        gauge(
+            w,
+            "sonde_records_buffered_logs",
+            "Log records held in memory, not yet in Parquet.",
+            st.buffered_logs as f64,
+        );
+        gauge(
+            w,
+            "sonde_records_buffer_bytes",
+            "Estimated memory of the span and log buffers.",
+            st.buffer_bytes as f64,
+        );
+        gauge(
+            w,
+            "sonde_records_segments",
+            "Parquet segments of spans and logs.",
+            st.segments as f64,
+        );
+        gauge(
+            w,
+            "sonde_records_segment_bytes",
+            "Bytes of Parquet segments.",
+            st.segment_bytes as f64,
+        );
+        gauge(
+            w,
+            "sonde_records_wal_bytes",
+            "Bytes of the span and log WAL.",
+            st.wal_bytes as f64,
+        );
+        gauge(
+            w,
+            "sonde_tail_subscribers",
+            "Live-tail subscribers connected.",
+            tail.subscribers() as f64,
+        );
+        header(
+            w,
+            "sonde_tail_dropped_subscribers_total",
+            "counter",
+            "Live-tail subscribers disconnected for being too slow.",
+        );
+        let _ = writeln!(w, "sonde_tail_dropped_subscribers_total {}", tail.dropped());
     }
 
     pub fn query(&self, endpoint: &'static str, took: Duration) {

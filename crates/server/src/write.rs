@@ -33,7 +33,7 @@ fn storage_error(e: sonde_store::Error) -> RequestError {
 }
 
 /// Runs `work` on a blocking thread.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, RequestError> + Send + 'static,
 ) -> Result<T, RequestError> {
     tokio::task::spawn_blocking(work)
@@ -67,6 +67,27 @@ impl OtlpOutcome {
     }
 }
 
+/// Stores a batch's exemplars, after its samples (which create their
+/// series). As in Prometheus, exemplars that cannot be stored (out of
+/// order, labels too long) do not fail the request; only a WAL failure does.
+fn store_exemplars(
+    store: &sonde_store::Store,
+    exemplars: &[sonde_model::SeriesExemplar],
+) -> Result<(), RequestError> {
+    if exemplars.is_empty() {
+        return Ok(());
+    }
+    let r = store.append_exemplars(exemplars).map_err(storage_error)?;
+    if r.out_of_order + r.rejected > 0 {
+        tracing::debug!(
+            out_of_order = r.out_of_order,
+            rejected = r.rejected,
+            "exemplars dropped"
+        );
+    }
+    Ok(())
+}
+
 /// Converts and stores an OTLP request on a blocking thread.
 pub async fn store_otlp(
     state: &AppState,
@@ -81,6 +102,7 @@ pub async fn store_otlp(
             st.store.set_metadata(m).map_err(storage_error)?;
         }
         let report = st.store.append(&batch.series).map_err(storage_error)?;
+        store_exemplars(&st.store, &batch.exemplars)?;
         Ok(OtlpOutcome {
             report,
             dropped: batch.rejected_points,
@@ -111,14 +133,16 @@ async fn store_remote_write(
         for m in batch.metadata {
             store.set_metadata(m).map_err(storage_error)?;
         }
-        store.append_views(&batch.series).map_err(storage_error)
+        let report = store.append_views(&batch.series).map_err(storage_error)?;
+        store_exemplars(&store, &batch.exemplars)?;
+        Ok(report)
     })
     .await?;
     state.metrics.samples("remote_write", report.accepted);
     Ok(report)
 }
 
-fn finish(
+pub(crate) fn finish(
     state: &AppState,
     protocol: &'static str,
     result: Result<Response, RequestError>,
@@ -203,12 +227,12 @@ pub async fn remote_write(
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum OtlpEncoding {
+pub(crate) enum OtlpEncoding {
     Protobuf,
     Json,
 }
 
-fn otlp_encoding(headers: &HeaderMap) -> Result<OtlpEncoding, RequestError> {
+pub(crate) fn otlp_encoding(headers: &HeaderMap) -> Result<OtlpEncoding, RequestError> {
     match content_type(headers).as_str() {
         "application/x-protobuf" | "application/protobuf" => Ok(OtlpEncoding::Protobuf),
         "application/json" => Ok(OtlpEncoding::Json),
@@ -218,7 +242,7 @@ fn otlp_encoding(headers: &HeaderMap) -> Result<OtlpEncoding, RequestError> {
     }
 }
 
-fn otlp_response(enc: OtlpEncoding, status: StatusCode, body: Vec<u8>) -> Response {
+pub(crate) fn otlp_response(enc: OtlpEncoding, status: StatusCode, body: Vec<u8>) -> Response {
     let ct = match enc {
         OtlpEncoding::Protobuf => "application/x-protobuf",
         OtlpEncoding::Json => "application/json",
@@ -230,7 +254,7 @@ fn otlp_response(enc: OtlpEncoding, status: StatusCode, body: Vec<u8>) -> Respon
 }
 
 /// OTLP/HTTP errors carry a `google.rpc.Status` in the request's encoding.
-fn otlp_error(enc: OtlpEncoding, e: &RequestError) -> Response {
+pub(crate) fn otlp_error(enc: OtlpEncoding, e: &RequestError) -> Response {
     // gRPC codes: 3 invalid argument, 8 resource exhausted, 13 internal,
     // 14 unavailable.
     let code = match e {

@@ -758,3 +758,108 @@ fn cli_client_commands_talk_to_the_server() {
     assert!(!ok);
     assert!(err.starts_with("sonde: bad_data:"), "{err}");
 }
+
+#[test]
+fn exemplars_from_otlp_and_remote_write_survive_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("d"), &[]);
+    let t = now_ms() / 1000 * 1000 - 60_000;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    // An OTLP histogram whose exemplar (0.25) falls in the `le="0.5"` bucket.
+    let otlp = serde_json::json!({"resourceMetrics": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "api"}}]},
+        "scopeMetrics": [{"metrics": [{"name": "rpc.duration", "unit": "s", "histogram": {
+            "aggregationTemporality": 2,
+            "dataPoints": [{
+                "timeUnixNano": (t * 1_000_000).to_string(),
+                "count": "3", "sum": 0.9, "bucketCounts": ["1", "2", "0"],
+                "explicitBounds": [0.1, 0.5],
+                "exemplars": [{
+                    "timeUnixNano": ((t - 877) * 1_000_000).to_string(),
+                    "asDouble": 0.25, "traceId": trace, "spanId": "00f067aa0ba902b7",
+                    "filteredAttributes": [{"key": "user.id", "value": {"stringValue": "u7"}}]
+                }]
+            }]
+        }}]}]
+    }]});
+    let url = format!("{}/v1/metrics", s.otlp_http);
+    let (code, body) = post(&url, "application/json", &[], otlp.to_string().as_bytes());
+    assert_eq!(code, 200, "{body}");
+    // A remote-write counter with an exemplar.
+    let jobs = series("jobs_total", &[("job", "w")], &[(t, 5.0)]);
+    let ex = sonde_model::Exemplar {
+        labels: Labels::from_pairs([("trace_id", "00000000000000000000000000000abc")]),
+        value: 1.0,
+        t: t + 5,
+    };
+    let body = sonde_ingest::remote_write::encode_with_exemplars(
+        std::slice::from_ref(&jobs),
+        &[(jobs.labels.clone(), ex)],
+    );
+    let headers = [("content-encoding", "snappy")];
+    let rw = format!("{}/api/v1/write", s.api);
+    let (code, body) = post(&rw, "application/x-protobuf", &headers, &body);
+    assert_eq!(code, 204, "{body}");
+
+    let check = |s: &Server| {
+        let get = |query: &str| {
+            let v = json_of(
+                ureq::get(&format!("{}/api/v1/query_exemplars", s.api))
+                    .query("query", query)
+                    .query("start", &((t - 3_600_000) / 1000).to_string())
+                    .query("end", &((t + 60_000) / 1000).to_string())
+                    .call(),
+            );
+            assert_eq!(v["status"], "success", "{v}");
+            v["data"].clone()
+        };
+        let hist =
+            get(r#"histogram_quantile(0.9, rate(rpc_duration_seconds_bucket{job="api"}[5m]))"#);
+        assert_eq!(hist.as_array().unwrap().len(), 1, "{hist}");
+        assert_eq!(hist[0]["seriesLabels"]["le"], "0.5", "{hist}");
+        assert_eq!(hist[0]["exemplars"].as_array().unwrap().len(), 1, "{hist}");
+        let e = &hist[0]["exemplars"][0];
+        assert_eq!(e["labels"]["trace_id"], trace);
+        assert_eq!(e["labels"]["span_id"], "00f067aa0ba902b7");
+        assert_eq!(e["labels"]["user_id"], "u7");
+        assert_eq!(e["value"], "0.25");
+        assert_eq!(e["timestamp"].as_f64().unwrap(), (t - 877) as f64 / 1000.0);
+        let jobs = get("jobs_total");
+        assert_eq!(jobs[0]["seriesLabels"]["job"], "w", "{jobs}");
+        let e = &jobs[0]["exemplars"][0];
+        assert_eq!(e["labels"]["trace_id"], "00000000000000000000000000000abc");
+        assert_eq!(
+            (e["value"].as_str(), e["timestamp"].as_f64()),
+            (Some("1"), Some((t + 5) as f64 / 1000.0))
+        );
+        // Both at once, POST form; outside the range nothing; no selector: null.
+        let (code, body) = post(
+            &format!("{}/api/v1/query_exemplars", s.api),
+            "application/x-www-form-urlencoded",
+            &[],
+            b"query=jobs_total+or+rpc_duration_seconds_bucket",
+        );
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (code, v["data"].as_array().map(Vec::len)),
+            (200, Some(2)),
+            "{v}"
+        );
+        let none = json_of(
+            ureq::get(&format!("{}/api/v1/query_exemplars", s.api))
+                .query("query", "jobs_total")
+                .query("start", &((t + 10_000) / 1000).to_string())
+                .call(),
+        );
+        assert_eq!(none["data"], serde_json::json!([]), "{none}");
+        assert_eq!(get("1 + 1"), Value::Null);
+    };
+    check(&s);
+    // A retry stores nothing twice.
+    let (code, _) = post(&url, "application/json", &[], otlp.to_string().as_bytes());
+    assert_eq!(code, 200);
+    check(&s);
+    let (dir, extra, ports) = s.kill9();
+    let s = Server::start_on(&dir, extra, ports);
+    check(&s);
+}

@@ -378,6 +378,12 @@ impl Head {
         self.index.read().by_ref.get(&series_ref).cloned()
     }
 
+    /// The series with these label pairs (sorted, unique), if it exists.
+    pub fn get(&self, pairs: &[(&str, &str)]) -> Option<Arc<MemSeries>> {
+        let hash = pairs_hash(pairs.iter().copied());
+        self.index.read().find_pairs(hash, pairs).cloned()
+    }
+
     /// Finds or creates the series with these label pairs (sorted, unique),
     /// enforcing the limits; an existing series costs no allocation.
     /// `on_create` runs under the index lock, so a series is logged to the

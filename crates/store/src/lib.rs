@@ -13,10 +13,17 @@
 //! [`Store::maintain`] (called periodically) moves old head data into
 //! immutable blocks on disk, truncates the WAL behind them, merges small
 //! blocks into larger ones and enforces retention.
+//!
+//! Exemplars ([`Store::append_exemplars`], after the samples of their
+//! series) are logged to the WAL and then kept in a circular buffer in
+//! memory (`exemplars.rs`); they are never written to blocks. WAL
+//! checkpoints carry the newest of them (up to the capacity) for series
+//! still in the head, so they survive restarts.
 
 mod block;
 mod chunk;
 mod encoding;
+mod exemplars;
 mod head;
 mod maintenance;
 mod wal;
@@ -28,15 +35,22 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use sonde_model::{Clock, Labels, Matcher, MetricMetadata, Sample, Series, SeriesView};
+use sonde_model::{
+    Clock, Exemplar, Labels, Matcher, MetricMetadata, Sample, Series, SeriesExemplar, SeriesView,
+};
 
 pub use block::BlockMeta;
 pub use chunk::{ChunkEncoder, ChunkIter};
+pub use exemplars::{ExemplarOutcome, ExemplarReport};
 pub use wal::FsyncPolicy;
 
 use block::Block;
+use exemplars::ExemplarStore;
 use head::{AppendOutcome, Head, SeriesLimit};
-use wal::{Record, RefSample, Wal};
+use wal::{Record, RefExemplar, RefSample, Wal};
+
+/// Exemplars kept in memory unless told otherwise, as in Prometheus.
+pub const DEFAULT_MAX_EXEMPLARS: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -180,6 +194,7 @@ pub struct Store {
     head: Head,
     blocks: RwLock<Vec<Arc<Block>>>,
     metadata: RwLock<HashMap<String, MetricMetadata>>,
+    exemplars: ExemplarStore,
     /// Serialises maintenance (cuts, compaction, retention).
     maintenance: Mutex<()>,
     /// Oldest and newest sample time written to the head since the last cut,
@@ -196,8 +211,19 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the store in `dir`: loads blocks, then replays the
-    /// WAL into the head.
+    /// WAL into the head. Keeps [`DEFAULT_MAX_EXEMPLARS`] exemplars.
     pub fn open(dir: &Path, opts: StoreOptions, clock: Arc<dyn Clock>) -> Result<Store> {
+        Store::open_with_exemplars(dir, opts, clock, DEFAULT_MAX_EXEMPLARS)
+    }
+
+    /// [`Store::open`] keeping at most `max_exemplars` exemplars in memory
+    /// (0 disables exemplar storage).
+    pub fn open_with_exemplars(
+        dir: &Path,
+        opts: StoreOptions,
+        clock: Arc<dyn Clock>,
+        max_exemplars: usize,
+    ) -> Result<Store> {
         let blocks_dir = dir.join("blocks");
         fs::create_dir_all(&blocks_dir)?;
         let mut blocks = Vec::new();
@@ -227,6 +253,7 @@ impl Store {
         // A series dropped by maintenance and created again has two refs in
         // the WAL; samples of the newer ref go to the series of the older.
         let mut aliases: HashMap<u64, u64> = HashMap::new();
+        let exemplars = ExemplarStore::new(max_exemplars);
         let wal = Wal::open(&dir.join("wal"), opts.fsync, |rec| match rec {
             Record::Series { series_ref, labels } => {
                 if let Some(existing) = head.restore(series_ref, labels) {
@@ -248,12 +275,26 @@ impl Store {
             Record::Metadata(m) => {
                 metadata.insert(m.metric.clone(), m);
             }
+            Record::Exemplars(ex) => {
+                for e in ex {
+                    let series_ref = aliases.get(&e.series_ref).copied().unwrap_or(e.series_ref);
+                    if let Some(series) = head.get_by_ref(series_ref) {
+                        let exemplar = Exemplar {
+                            labels: e.labels,
+                            value: e.v,
+                            t: e.t,
+                        };
+                        exemplars.add(&series.labels.to_labels(), exemplar);
+                    }
+                }
+            }
         })?;
         let head_range = head.time_range();
         tracing::info!(
             blocks = blocks.len(),
             series = head.num_series(),
             samples = replayed,
+            exemplars = exemplars.len(),
             "store opened"
         );
         Ok(Store {
@@ -264,6 +305,7 @@ impl Store {
             head,
             blocks: RwLock::new(blocks),
             metadata: RwLock::new(metadata),
+            exemplars,
             maintenance: Mutex::new(()),
             seen_min: AtomicI64::new(head_range.map_or(i64::MAX, |r| r.0)),
             seen_max: AtomicI64::new(head_range.map_or(i64::MIN, |r| r.1)),
@@ -526,6 +568,61 @@ impl Store {
         v
     }
 
+    /// Stores exemplars of series that exist: call it after appending the
+    /// series' samples, which creates them and logs them to the WAL. The
+    /// exemplars are in the WAL when this returns. An exemplar identical to
+    /// its series' newest is a no-op (a retry); one not newer than it is
+    /// dropped, as is one whose labels exceed 128 characters. None of these
+    /// is an error: they are only counted in the report.
+    pub fn append_exemplars(&self, exemplars: &[SeriesExemplar]) -> Result<ExemplarReport> {
+        let mut report = ExemplarReport::default();
+        let mut logged = Vec::new();
+        let mut pending = Vec::new();
+        for (series, e) in exemplars {
+            let outcome = self.exemplars.check(series, e);
+            if outcome != ExemplarOutcome::Added {
+                report.count(outcome);
+                continue;
+            }
+            let pairs: Vec<(&str, &str)> = series
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str()))
+                .collect();
+            let Some(mem) = self.head.get(&pairs) else {
+                report.count(ExemplarOutcome::UnknownSeries);
+                continue;
+            };
+            logged.push(RefExemplar {
+                series_ref: mem.series_ref,
+                t: e.t,
+                v: e.value,
+                labels: e.labels.clone(),
+            });
+            pending.push((series, e));
+        }
+        self.wal.log_exemplars(&logged)?;
+        for (series, e) in pending {
+            report.count(self.exemplars.add(series, e.clone()));
+        }
+        Ok(report)
+    }
+
+    /// Exemplars in `[mint, maxt]` of the series matching any of the matcher
+    /// sets, sorted by series labels, each series' in time order.
+    pub fn exemplars(
+        &self,
+        matcher_sets: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<(Labels, Vec<Exemplar>)> {
+        self.exemplars.select(matcher_sets, mint, maxt)
+    }
+
+    /// Exemplars held in memory.
+    pub fn num_exemplars(&self) -> usize {
+        self.exemplars.len()
+    }
+
     /// Series matching all matchers with their samples in `[mint, maxt]`,
     /// sorted by labels; series without samples there are left out.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>> {
@@ -672,5 +769,7 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
+#[cfg(test)]
+mod exemplar_tests;
 #[cfg(test)]
 mod tests;

@@ -98,7 +98,11 @@ impl Store {
         }
         let min_valid = self.head.min_valid_t();
         let head = &self.head;
-        self.wal.truncate(&|r| head.contains_ref(r), min_valid)?;
+        self.wal.truncate(
+            &|r| head.contains_ref(r),
+            min_valid,
+            self.exemplars.capacity(),
+        )?;
         *pending = false;
         *last = Some(std::time::Instant::now());
         Ok(())

@@ -8,7 +8,7 @@ use sonde_model::{Clock, Labels, Matcher, Sample, Series};
 
 use crate::{RejectReason, Store, StoreOptions};
 
-struct TestClock(AtomicI64);
+pub(crate) struct TestClock(pub AtomicI64);
 
 impl Clock for TestClock {
     fn now_ms(&self) -> i64 {
@@ -16,14 +16,14 @@ impl Clock for TestClock {
     }
 }
 
-const HOUR: i64 = 3600 * 1000;
-const NOW: i64 = 1_700_000_000_000;
+pub(crate) const HOUR: i64 = 3600 * 1000;
+pub(crate) const NOW: i64 = 1_700_000_000_000;
 
-fn clock(t: i64) -> Arc<TestClock> {
+pub(crate) fn clock(t: i64) -> Arc<TestClock> {
     Arc::new(TestClock(AtomicI64::new(t)))
 }
 
-fn series(name: &str, host: &str, samples: &[(i64, f64)]) -> Series {
+pub(crate) fn series(name: &str, host: &str, samples: &[(i64, f64)]) -> Series {
     Series {
         labels: Labels::from_pairs([("__name__", name), ("host", host)]),
         samples: samples.iter().map(|&(t, v)| Sample { t, v }).collect(),

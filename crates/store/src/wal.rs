@@ -9,7 +9,9 @@
 //!
 //! Truncation after a head block is persisted rewrites the old segments into a
 //! checkpoint that keeps only live series and samples newer than the block
-//! boundary, then deletes those segments.
+//! boundary, then deletes those segments. Exemplars of live series are kept
+//! whatever their age, the newest up to the exemplar capacity, so they
+//! survive restarts as long as the in-memory buffer would hold them.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -29,6 +31,9 @@ const REC_METADATA: u8 = 3;
 /// integer-valued samples and small refs are mostly zero bytes, so the WAL,
 /// which holds hours of data, shrinks several-fold for little CPU.
 const REC_SAMPLES_SNAPPY: u8 = 4;
+/// Exemplars, each with its series ref (logged after the series' samples,
+/// so the series record precedes it).
+const REC_EXEMPLARS: u8 = 5;
 const HEADER_LEN: usize = 9;
 
 /// When the WAL calls fsync.
@@ -49,6 +54,15 @@ pub enum Record {
     Series { series_ref: u64, labels: Labels },
     Samples(Vec<RefSample>),
     Metadata(MetricMetadata),
+    Exemplars(Vec<RefExemplar>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefExemplar {
+    pub series_ref: u64,
+    pub t: i64,
+    pub v: f64,
+    pub labels: Labels,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -193,6 +207,15 @@ impl Wal {
         self.write(&buf, true)
     }
 
+    pub fn log_exemplars(&self, exemplars: &[RefExemplar]) -> Result<()> {
+        if exemplars.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(HEADER_LEN + exemplars.len() * 100);
+        encode_exemplars(&mut buf, exemplars);
+        self.write(&buf, true)
+    }
+
     pub fn log_metadata(&self, meta: &MetricMetadata) -> Result<()> {
         let mut buf = Vec::new();
         encode_metadata(&mut buf, meta);
@@ -279,7 +302,15 @@ impl Wal {
     /// Drops what is persisted elsewhere: rewrites every closed segment (and
     /// the old checkpoint) into a new checkpoint keeping only series for which
     /// `keep_series` holds and samples at or after `min_t`, then deletes them.
-    pub fn truncate(&self, keep_series: &dyn Fn(u64) -> bool, min_t: i64) -> Result<()> {
+    /// Of the exemplars of kept series, the newest `max_exemplars` are kept
+    /// whatever their time (written at the checkpoint's end, after every
+    /// series record).
+    pub fn truncate(
+        &self,
+        keep_series: &dyn Fn(u64) -> bool,
+        min_t: i64,
+        max_exemplars: usize,
+    ) -> Result<()> {
         let last_closed = {
             let mut active = self.active.lock();
             let seq = active.seq;
@@ -294,6 +325,7 @@ impl Wal {
         let mut out = Vec::with_capacity(1 << 16);
         let mut write_error: Option<std::io::Error> = None;
         let mut metadata: std::collections::BTreeMap<String, MetricMetadata> = Default::default();
+        let mut exemplars: std::collections::VecDeque<RefExemplar> = Default::default();
         let mut keep = |rec: Record| {
             match rec {
                 Record::Series { series_ref, labels } if keep_series(series_ref) => {
@@ -311,6 +343,16 @@ impl Wal {
                 // Only the latest metadata of each metric is carried forward.
                 Record::Metadata(m) => {
                     metadata.insert(m.metric.clone(), m);
+                }
+                Record::Exemplars(ex) => {
+                    for e in ex {
+                        if max_exemplars > 0 && keep_series(e.series_ref) {
+                            if exemplars.len() == max_exemplars {
+                                exemplars.pop_front();
+                            }
+                            exemplars.push_back(e);
+                        }
+                    }
                 }
                 Record::Series { .. } => {}
             }
@@ -348,6 +390,10 @@ impl Wal {
         let mut tail = Vec::new();
         for m in metadata.values() {
             encode_metadata(&mut tail, m);
+        }
+        let exemplars: Vec<RefExemplar> = exemplars.into();
+        for chunk in exemplars.chunks(1024) {
+            encode_exemplars(&mut tail, chunk);
         }
         file.write_all(&tail)?;
         let f = file.into_inner().map_err(|e| e.into_error())?;
@@ -424,6 +470,48 @@ fn encode_samples(out: &mut Vec<u8>, samples: &[RefSample]) {
     }
 }
 
+fn encode_exemplars(out: &mut Vec<u8>, exemplars: &[RefExemplar]) {
+    frame(out, REC_EXEMPLARS, |p| {
+        put_uvarint(p, exemplars.len() as u64);
+        let base = exemplars[0].t;
+        put_uvarint(p, zigzag(base));
+        for e in exemplars {
+            put_uvarint(p, e.series_ref);
+            put_uvarint(p, zigzag(e.t.wrapping_sub(base)));
+            p.extend_from_slice(&e.v.to_bits().to_le_bytes());
+            put_uvarint(p, e.labels.len() as u64);
+            for l in e.labels.iter() {
+                put_str(p, &l.name);
+                put_str(p, &l.value);
+            }
+        }
+    });
+}
+
+fn decode_exemplars(p: &[u8]) -> Option<Vec<RefExemplar>> {
+    let mut r = Reader { p, pos: 0 };
+    let n = r.uvarint()? as usize;
+    let base = unzigzag(r.uvarint()?);
+    let mut out = Vec::with_capacity(n.min(1 << 16));
+    for _ in 0..n {
+        let series_ref = r.uvarint()?;
+        let t = base.wrapping_add(unzigzag(r.uvarint()?));
+        let v = f64::from_bits(u64::from_le_bytes(r.bytes(8)?.try_into().ok()?));
+        let k = r.uvarint()? as usize;
+        let mut pairs = Vec::with_capacity(k.min(64));
+        for _ in 0..k {
+            pairs.push((r.string()?, r.string()?));
+        }
+        out.push(RefExemplar {
+            series_ref,
+            t,
+            v,
+            labels: Labels::from_pairs(pairs),
+        });
+    }
+    Some(out)
+}
+
 fn decode_samples(p: &[u8]) -> Option<Vec<RefSample>> {
     let mut r = Reader { p, pos: 0 };
     let n = r.uvarint()? as usize;
@@ -493,6 +581,7 @@ fn decode_record(kind: u8, p: &[u8]) -> Option<Record> {
             let raw = snap::raw::Decoder::new().decompress_vec(p).ok()?;
             decode_samples(&raw).map(Record::Samples)
         }
+        REC_EXEMPLARS => decode_exemplars(p).map(Record::Exemplars),
         REC_METADATA => Some(Record::Metadata(MetricMetadata {
             metric: r.string()?,
             kind: MetricType::parse(&r.string()?),
@@ -637,6 +726,56 @@ mod tests {
         );
     }
 
+    fn ex(series_ref: u64, t: i64, trace: &str) -> RefExemplar {
+        RefExemplar {
+            series_ref,
+            t,
+            v: 0.5,
+            labels: Labels::from_pairs([("trace_id", trace)]),
+        }
+    }
+
+    #[test]
+    fn exemplars_replay_and_checkpoints_keep_the_newest_of_live_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), FsyncPolicy::Never, |_| {}).unwrap();
+        let a = Labels::from_pairs([("__name__", "a")]);
+        let b = Labels::from_pairs([("__name__", "b")]);
+        wal.log_series(1, &a).unwrap();
+        wal.log_series(2, &b).unwrap();
+        wal.log_samples(&[s(1, 10, 1.0), s(2, 10, 1.0)]).unwrap();
+        wal.log_exemplars(&[ex(1, 10, "a1"), ex(2, 10, "b1")])
+            .unwrap();
+        wal.log_exemplars(&[ex(1, 11, "a2"), ex(1, -5, "a0")])
+            .unwrap();
+        wal.log_exemplars(&[ex(1, 12, "a3")]).unwrap();
+        drop(wal);
+        let recs = replay(dir.path());
+        assert_eq!(
+            recs[3],
+            Record::Exemplars(vec![ex(1, 10, "a1"), ex(2, 10, "b1")])
+        );
+        assert_eq!(
+            recs[4],
+            Record::Exemplars(vec![ex(1, 11, "a2"), ex(1, -5, "a0")])
+        );
+        // Series 2 is gone; of series 1's four exemplars the newest three
+        // are kept, even those older than the samples' boundary.
+        let wal = Wal::open(dir.path(), FsyncPolicy::Never, |_| {}).unwrap();
+        wal.truncate(&|r| r == 1, 1000, 3).unwrap();
+        drop(wal);
+        assert_eq!(
+            replay(dir.path()),
+            vec![
+                Record::Series {
+                    series_ref: 1,
+                    labels: a
+                },
+                Record::Exemplars(vec![ex(1, 11, "a2"), ex(1, -5, "a0"), ex(1, 12, "a3")]),
+            ]
+        );
+    }
+
     #[test]
     fn truncate_keeps_live_series_and_recent_samples() {
         let dir = tempfile::tempdir().unwrap();
@@ -647,7 +786,7 @@ mod tests {
         wal.log_series(2, &b).unwrap();
         wal.log_samples(&[s(1, 10, 1.0), s(1, 20, 2.0), s(2, 10, 3.0)])
             .unwrap();
-        wal.truncate(&|r| r == 1, 15).unwrap();
+        wal.truncate(&|r| r == 1, 15, 0).unwrap();
         wal.log_samples(&[s(1, 30, 4.0)]).unwrap();
         drop(wal);
         assert_eq!(

@@ -1,0 +1,227 @@
+//! OTLP traces and logs, over HTTP (this module) and gRPC (`grpc.rs`): the
+//! same guarantees as metrics, acknowledged only once in the record WAL.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use prost::Message;
+use sonde_ingest::otlp_records::{self as otlp, logs_collector, trace_collector};
+
+use crate::app::AppState;
+use crate::body::{content_encoding, decode_content, read_raw, RequestError};
+use crate::tail::TailBatch;
+use crate::write::{blocking, otlp_encoding, otlp_error, otlp_response, OtlpEncoding};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Signal {
+    Traces,
+    Logs,
+}
+
+impl Signal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Traces => "spans",
+            Signal::Logs => "log_records",
+        }
+    }
+}
+
+/// What storing one request did.
+pub(crate) struct RecordsOutcome {
+    signal: Signal,
+    pub accepted: u64,
+    pub rejected: u64,
+    first_rejection: Option<String>,
+}
+
+impl RecordsOutcome {
+    fn message(&self) -> String {
+        if self.rejected == 0 {
+            return String::new();
+        }
+        format!(
+            "{} {} rejected; first: {}",
+            self.rejected,
+            self.signal.as_str().replace('_', " "),
+            self.first_rejection.as_deref().unwrap_or("")
+        )
+    }
+
+    /// The OTLP export response, with partial success when anything was
+    /// rejected.
+    pub fn encode(&self, json: bool) -> Vec<u8> {
+        let rejected = self.rejected as i64;
+        let message = self.message();
+        macro_rules! respond {
+            ($resp:expr) => {{
+                let resp = $resp;
+                if !json {
+                    resp.encode_to_vec()
+                } else if rejected == 0 {
+                    b"{}".to_vec()
+                } else {
+                    serde_json::to_vec(&resp).unwrap_or_else(|_| b"{}".to_vec())
+                }
+            }};
+        }
+        match self.signal {
+            Signal::Traces => respond!(trace_collector::ExportTraceServiceResponse {
+                partial_success: (rejected > 0).then_some({
+                    trace_collector::ExportTracePartialSuccess {
+                        rejected_spans: rejected,
+                        error_message: message,
+                    }
+                }),
+            }),
+            Signal::Logs => respond!(logs_collector::ExportLogsServiceResponse {
+                partial_success: (rejected > 0).then_some(
+                    logs_collector::ExportLogsPartialSuccess {
+                        rejected_log_records: rejected,
+                        error_message: message,
+                    }
+                ),
+            }),
+        }
+    }
+}
+
+fn storage_error(e: sonde_records::Error) -> RequestError {
+    match e {
+        sonde_records::Error::Overloaded => RequestError::Overloaded,
+        e => RequestError::Unavailable(e.to_string()),
+    }
+}
+
+/// Decodes, converts, stores and publishes to live tail, on a blocking
+/// thread. `body` is the uncompressed OTLP message.
+pub(crate) async fn store_records(
+    state: &AppState,
+    signal: Signal,
+    protocol: &'static str,
+    json: bool,
+    decode_body: impl FnOnce() -> Result<Vec<u8>, RequestError> + Send + 'static,
+) -> Result<RecordsOutcome, RequestError> {
+    let st = state.clone();
+    let outcome = blocking(move || {
+        let body = decode_body()?;
+        let bad = |e: sonde_ingest::Error| RequestError::BadRequest(e.to_string());
+        let limits = st.record_limits.clone();
+        match signal {
+            Signal::Traces => {
+                let req = if json {
+                    otlp::decode_traces_json(&body)
+                } else {
+                    otlp::decode_traces_proto(&body)
+                }
+                .map_err(bad)?;
+                let batch = otlp::convert_traces(&req, &limits);
+                let accepted = batch.spans.len() as u64;
+                if st.tail.has_subscribers() {
+                    st.records
+                        .append_spans(batch.spans.clone())
+                        .map_err(storage_error)?;
+                    st.tail.publish(TailBatch::Spans(batch.spans));
+                } else {
+                    st.records
+                        .append_spans(batch.spans)
+                        .map_err(storage_error)?;
+                }
+                Ok(RecordsOutcome {
+                    signal,
+                    accepted,
+                    rejected: batch.rejected,
+                    first_rejection: batch.first_rejection,
+                })
+            }
+            Signal::Logs => {
+                let req = if json {
+                    otlp::decode_logs_json(&body)
+                } else {
+                    otlp::decode_logs_proto(&body)
+                }
+                .map_err(bad)?;
+                let now_ns = st.clock.now_ms().saturating_mul(1_000_000);
+                let batch = otlp::convert_logs(&req, &limits, now_ns);
+                let accepted = batch.logs.len() as u64;
+                if st.tail.has_subscribers() {
+                    st.records
+                        .append_logs(batch.logs.clone())
+                        .map_err(storage_error)?;
+                    st.tail.publish(TailBatch::Logs(batch.logs));
+                } else {
+                    st.records.append_logs(batch.logs).map_err(storage_error)?;
+                }
+                Ok(RecordsOutcome {
+                    signal,
+                    accepted,
+                    rejected: batch.rejected,
+                    first_rejection: batch.first_rejection,
+                })
+            }
+        }
+    })
+    .await?;
+    state.metrics.records(
+        signal.as_str(),
+        protocol,
+        outcome.accepted,
+        outcome.rejected,
+    );
+    Ok(outcome)
+}
+
+async fn otlp_http_records(
+    state: AppState,
+    signal: Signal,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let protocol = "otlp_http";
+    let enc = match otlp_encoding(&headers) {
+        Ok(enc) => enc,
+        Err(e) => return crate::write::finish(&state, protocol, Err(e)),
+    };
+    let result: Result<Response, RequestError> = async {
+        let encoding = content_encoding(&headers);
+        if !matches!(encoding.as_str(), "" | "identity" | "gzip") {
+            return Err(RequestError::UnsupportedEncoding(encoding));
+        }
+        let _permit = state
+            .write_permits
+            .try_acquire()
+            .map_err(|_| RequestError::Overloaded)?;
+        let limit = state.config.max_request_bytes;
+        let raw = read_raw(body, limit).await?;
+        let json = enc == OtlpEncoding::Json;
+        let outcome = store_records(&state, signal, protocol, json, move || {
+            decode_content(&raw, &encoding, limit)
+        })
+        .await?;
+        Ok(otlp_response(enc, StatusCode::OK, outcome.encode(json)))
+    }
+    .await;
+    let resp = result.unwrap_or_else(|e| {
+        state.metrics.rejected_request(protocol, e.reason());
+        otlp_error(enc, &e)
+    });
+    state.metrics.request(protocol, resp.status().as_u16());
+    resp
+}
+
+pub async fn otlp_http_traces(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    otlp_http_records(state, Signal::Traces, headers, body).await
+}
+
+pub async fn otlp_http_logs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    otlp_http_records(state, Signal::Logs, headers, body).await
+}
