@@ -17,9 +17,10 @@ use sonde_store::{FsyncPolicy, Store};
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
+use crate::policies::Policies;
 use crate::self_metrics::SelfMetrics;
 use crate::tail::Tail;
-use crate::{api, grpc, jaeger, records_api, tail, write, write_records};
+use crate::{api, grpc, jaeger, policies_api, records_api, tail, write, write_records};
 
 pub struct App {
     pub config: Config,
@@ -27,6 +28,7 @@ pub struct App {
     pub records: Arc<RecordStore>,
     pub record_limits: RecordLimits,
     pub tail: Tail,
+    pub policies: Policies,
     pub engine: Engine,
     pub converter: MetricsConverter,
     pub metrics: SelfMetrics,
@@ -74,6 +76,10 @@ impl App {
             write_permits: Semaphore::new(config.max_inflight_writes.max(1)),
             query_permits: Semaphore::new(config.max_concurrent_queries.max(1)),
             tail: Tail::new(config.max_tail_subscribers),
+            policies: Policies::open(
+                config.data_dir.join("policies.json"),
+                clock.now_ms().saturating_mul(1_000_000),
+            ),
             config,
             store: Arc::new(store),
             records: Arc::new(records),
@@ -124,6 +130,15 @@ pub fn api_router(state: AppState) -> Router {
         .route("/api/v1/tail", get(tail::tail))
         .route("/api/v1/services", get(records_api::services))
         .route("/api/v1/hosts", get(records_api::hosts))
+        .route("/api/v1/policies", get(policies_api::list))
+        .route("/api/v1/policies/effective", get(policies_api::effective))
+        .route("/api/v1/policies/watch", get(policies_api::watch))
+        .route(
+            "/api/v1/policies/{id}",
+            axum::routing::put(policies_api::put).delete(policies_api::delete),
+        )
+        .route("/api/v1/clients", get(policies_api::clients))
+        .route("/api/v1/clients/status", post(policies_api::report_status))
         // The Jaeger query API, for Grafana's Jaeger data source.
         .route("/api/services", get(jaeger::services))
         .route(
@@ -286,6 +301,7 @@ fn spawn_upkeep(state: AppState, stop: watch::Receiver<bool>) -> tokio::task::Jo
         loop {
             tokio::select! {
                 _ = tick.tick() => {
+                    state.policies.expire(state.clock.now_ms().saturating_mul(1_000_000));
                     if state.records.needs_flush() {
                         let st = state.clone();
                         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.records.flush()).await {

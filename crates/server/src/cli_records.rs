@@ -281,7 +281,7 @@ pub fn run(command: &str, a: &Args) -> anyhow::Result<bool> {
                 );
             }
         }
-        _ => return Ok(false),
+        other => return crate::cli_policies::run(other, a),
     }
     Ok(true)
 }

@@ -5,10 +5,13 @@ mod api;
 mod app;
 mod body;
 mod cli;
+mod cli_policies;
 mod cli_records;
 mod config;
 mod grpc;
 mod jaeger;
+mod policies;
+mod policies_api;
 mod records_api;
 mod self_metrics;
 mod tail;
@@ -40,6 +43,10 @@ commands:
                         --follow true streams new logs live
   events                like logs, events only (--name NAME)
   services | hosts      what was seen of each service or host, across signals
+  policy list|set|delete   runtime collection policies: set ID --scope service:NAME
+                        --sampling 0.1 --interval 5s --min-severity warn
+                        --collectors cpu,memory --ttl 10m
+  clients               SDKs and agents following the policies, with their status
   version               print the version
 
 client commands talk to --server URL (default http://127.0.0.1:7070, or

@@ -55,6 +55,11 @@ impl Tail {
         }
     }
 
+    /// Becomes true at shutdown; every long-lived stream ends on it.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
     /// Ends all live streams, now and for any subscriber that comes later.
     pub fn close(&self) {
         self.closing.send_replace(true);
