@@ -396,3 +396,43 @@ def test_open_tail_does_not_hold_up_shutdown(sonde_factory):
     finally:
         if not sonde.alive():
             sonde.start()  # the fixture expects a running server to stop
+
+
+def test_a_subscriber_that_does_not_read_is_dropped_and_never_slows_ingest(sonde):
+    """A tail client that stops reading: its socket fills, its queue of
+    1024 batches fills, and it is cut off with a `dropped` event, while every
+    write keeps being acknowledged."""
+    stall = SseStream(sonde.api_url, "/api/v1/tail?signal=logs")
+    try:
+        assert stall.next_event(5)[0] == "subscribed"
+        t = now_us_ns()
+        body = "x" * 16_000
+        session = requests.Session()
+        started = time.monotonic()
+        for i in range(1600):
+            req = logs_request(resource_logs("flood", [otlp_log(t + i, f"{i} {body}")]))
+            r = session.post(sonde.logs_url, data=req.SerializeToString(),
+                             headers={"content-type": "application/x-protobuf"}, timeout=10)
+            assert r.status_code == 200, (i, r.status_code, r.text[:200])
+        elapsed = time.monotonic() - started
+        # Reading again drains what the socket held; the subscriber then
+        # finds it fell more than its queue behind and gets the notice.
+        kinds = set()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            ev = stall.next_event(2)
+            if ev is None:
+                break
+            kinds.add(ev[0])
+            if ev[0] == "dropped":
+                assert "too slow" in json.loads(ev[1])["reason"]
+                break
+        assert "dropped" in kinds, kinds
+        metrics = sonde.get("/metrics").text
+        dropped = [l for l in metrics.splitlines() if l.startswith("sonde_tail_dropped_subscribers_total ")]
+        assert dropped == ["sonde_tail_dropped_subscribers_total 1"], dropped
+        assert elapsed < 60, f"ingest took {elapsed:.1f}s with a stalled subscriber"
+    finally:
+        stall.close()
+    page = sonde.get("/api/v1/logs", params={"service": "flood", "start": 0, "limit": 5000}).json()["data"]
+    assert len(page["logs"]) == 1600
