@@ -219,7 +219,7 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
 }
 
 /// A step or timeout: float seconds or a duration like `15s`.
-fn parse_step(s: &str) -> Option<i64> {
+pub(crate) fn parse_step(s: &str) -> Option<i64> {
     if let Ok(secs) = s.parse::<f64>() {
         return (secs.is_finite()).then(|| (secs * 1000.0).round() as i64);
     }
@@ -293,7 +293,7 @@ fn render_histogram(out: &mut String, t: i64, h: &sonde_model::FloatHistogram) {
     out.push_str("}]");
 }
 
-fn render_value(v: &Value) -> String {
+pub(crate) fn render_value(v: &Value) -> String {
     let mut out = String::with_capacity(256);
     let _ = write!(out, r#"{{"resultType":"{}","result":"#, v.type_name());
     match v {
@@ -366,7 +366,7 @@ fn render_value(v: &Value) -> String {
     out
 }
 
-fn query_error(e: sonde_query::Error) -> ApiError {
+pub(crate) fn query_error(e: sonde_query::Error) -> ApiError {
     ApiError {
         kind: e.error_type(),
         message: e.to_string(),

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::policies::Policies;
 use crate::self_metrics::SelfMetrics;
 use crate::tail::Tail;
-use crate::{api, grpc, jaeger, policies_api, records_api, tail, write, write_records};
+use crate::{api, grpc, jaeger, policies_api, records_api, stream_api, tail, write, write_records};
 
 pub struct App {
     pub config: Config,
@@ -128,6 +128,7 @@ pub fn api_router(state: AppState) -> Router {
         .route("/api/v1/logs", get(records_api::search_logs))
         .route("/api/v1/events", get(records_api::search_events))
         .route("/api/v1/tail", get(tail::tail))
+        .route("/api/v1/stream/query_range", get(stream_api::query_range))
         .route("/api/v1/services", get(records_api::services))
         .route("/api/v1/hosts", get(records_api::hosts))
         .route("/api/v1/policies", get(policies_api::list))

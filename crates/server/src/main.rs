@@ -14,6 +14,7 @@ mod policies;
 mod policies_api;
 mod records_api;
 mod self_metrics;
+mod stream_api;
 mod tail;
 mod write;
 mod write_records;

@@ -1,0 +1,133 @@
+//! Live PromQL: a range query whose newest points are pushed as they
+//! become computable, for charts that stream instead of polling.
+//!
+//! `GET /api/v1/stream/query_range?query=EXPR&range=15m&step=1s` answers with
+//! Server-Sent Events: `event: snapshot` carries the whole window (the
+//! `data` of a Prometheus `query_range` response), then every second an
+//! `event: points` carries the steps computed since, in the same shape.
+//! Clients append them and drop points older than the window.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+
+use crate::api::{parse_step, query_error, render_value, ApiError, Params, StoreQueryable};
+use crate::app::AppState;
+use crate::records_api::parse_duration_ns;
+
+/// Points per series per window, as for `query_range`.
+const MAX_POINTS: i64 = 11_000;
+
+struct Live {
+    state: AppState,
+    expr: String,
+    step_ms: i64,
+    /// The last step time already sent.
+    last_ms: i64,
+    range_ms: i64,
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+fn align(t: i64, step: i64) -> i64 {
+    t - t.rem_euclid(step)
+}
+
+async fn evaluate(live: &Live, start: i64, end: i64) -> Result<String, ApiError> {
+    let _permit = live
+        .state
+        .query_permits
+        .acquire()
+        .await
+        .map_err(|_| ApiError::new("unavailable", "server is shutting down"))?;
+    let st = live.state.clone();
+    let (expr, step) = (live.expr.clone(), live.step_ms);
+    tokio::task::spawn_blocking(move || {
+        st.engine
+            .range(&StoreQueryable(st.store.clone()), &expr, start, end, step)
+            .map(|v| render_value(&v))
+            .map_err(query_error)
+    })
+    .await
+    .map_err(|e| ApiError::new("internal", format!("query task failed: {e}")))?
+}
+
+pub async fn query_range(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let setup = (|| -> Result<Live, ApiError> {
+        let p = Params::parse(q, &HeaderMap::new(), &[])?;
+        let expr = p
+            .get("query")
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing query"))?;
+        let step_ms = match p.get("step") {
+            Some(s) => parse_step(s)
+                .filter(|s| *s > 0)
+                .ok_or_else(|| ApiError::bad_data(format!("invalid parameter \"step\": {s:?}")))?,
+            None => 1000,
+        };
+        let range_ms = match p.get("range") {
+            Some(r) => parse_duration_ns(r)
+                .map(|ns| ns / 1_000_000)
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| ApiError::bad_data(format!("invalid parameter \"range\": {r:?}")))?,
+            None => 15 * 60 * 1000,
+        };
+        if range_ms / step_ms > MAX_POINTS {
+            return Err(ApiError::bad_data(
+                "exceeded maximum resolution of 11,000 points per timeseries; use a larger step",
+            ));
+        }
+        Ok(Live {
+            closing: state.tail.closing(),
+            state: state.clone(),
+            expr: expr.to_string(),
+            step_ms,
+            last_ms: 0,
+            range_ms,
+        })
+    })();
+    let mut live = match setup {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    // A query that cannot run is an ordinary error response, not a stream.
+    let now = state.clock.now_ms();
+    let end = align(now, live.step_ms);
+    let snapshot = match evaluate(&live, end - live.range_ms, end).await {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    live.last_ms = end;
+    let first = Event::default().event("snapshot").data(snapshot);
+    let events = stream::unfold((live, Some(first)), |(mut live, first)| async move {
+        if let Some(ev) = first {
+            return Some((Ok::<_, Infallible>(ev), (live, None)));
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(live.step_ms.min(1000) as u64)) => {}
+                _ = live.closing.wait_for(|c| *c) => return None,
+            }
+            let end = align(live.state.clock.now_ms(), live.step_ms);
+            if end <= live.last_ms {
+                continue;
+            }
+            let start = (live.last_ms + live.step_ms).max(end - live.range_ms);
+            let ev = match evaluate(&live, start, end).await {
+                Ok(data) => {
+                    live.last_ms = end;
+                    Event::default().event("points").data(data)
+                }
+                Err(e) => Event::default().event("error").data(e.message),
+            };
+            return Some((Ok(ev), (live, None)));
+        }
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
