@@ -103,8 +103,9 @@ class Sonde(LoggedProcess):
 
     name = "sonde"
 
-    def __init__(self, extra_args: Iterable[str] = ()) -> None:
+    def __init__(self, extra_args: Iterable[str] = (), command: str = "serve") -> None:
         super().__init__()
+        self.command = command
         self.binary = os.environ.get("SONDE_BIN") or str(DEFAULT_BIN)
         if not Path(self.binary).is_file():
             raise FileNotFoundError(
@@ -127,7 +128,7 @@ class Sonde(LoggedProcess):
     def start(self, timeout: float = 30.0) -> "Sonde":
         argv = [
             self.binary,
-            "serve",
+            self.command,
             "--data-dir", str(self.data_dir),
             "--api-addr", f"127.0.0.1:{self.api_port}",
             "--otlp-grpc-addr", self.otlp_grpc_endpoint,

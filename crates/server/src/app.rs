@@ -182,7 +182,27 @@ pub fn otlp_grpc_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Something that runs beside the server (the demo's simulated services
+/// and agent) and must stop, and flush into it, before the server does.
+pub trait Companion: Send {
+    fn stop(self: Box<Self>);
+}
+
+struct Alone;
+
+impl Companion for Alone {
+    fn stop(self: Box<Self>) {}
+}
+
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    serve_with(config, |_| Ok(Box::new(Alone))).await
+}
+
+/// Serves, starting `companion` once the listeners accept connections.
+pub async fn serve_with(
+    config: Config,
+    companion: impl FnOnce(&Config) -> anyhow::Result<Box<dyn Companion>>,
+) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let bind = |addr: &str, what: &str| {
         let addr = addr.to_string();
@@ -229,7 +249,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 .into_future(),
         ),
     ];
+    let companion = tokio::task::block_in_place(|| companion(&state.config))?;
     signal.await;
+    tokio::task::block_in_place(|| companion.stop());
     tracing::info!("shutting down: no new connections, finishing requests in flight");
     let _ = stop_tx.send(true);
     state.tail.close();

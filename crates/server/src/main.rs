@@ -8,6 +8,7 @@ mod cli;
 mod cli_policies;
 mod cli_records;
 mod config;
+mod demo_cmd;
 mod grpc;
 mod jaeger;
 mod policies;
@@ -31,6 +32,9 @@ const USAGE: &str = "usage: sonde <command> [--key value ...]
 
 commands:
   serve                 run the server (API :7070, OTLP gRPC :4317, OTLP HTTP :4318)
+  demo                  the server plus a simulated shop and the host agent sending
+                        to it (--rate 20 --workers 12 --incident-period 10m --no-agent;
+                        and every serve setting)
   query EXPR            evaluate PromQL now (--time T)
   query-range EXPR      evaluate PromQL over time (--start -1h --end now --step 60s)
   series SELECTOR       list series matching a selector
@@ -44,6 +48,9 @@ commands:
                         --follow true streams new logs live
   events                like logs, events only (--name NAME)
   services | hosts      what was seen of each service or host, across signals
+  agent                 collect host metrics and send them over OTLP/HTTP
+                        (--endpoint URL --interval 1s --collectors LIST --once;
+                        `sonde agent --help` for all)
   policy list|set|delete   runtime collection policies: set ID --scope service:NAME
                         --sampling 0.1 --interval 5s --min-severity warn
                         --collectors cpu,memory --ttl 10m
@@ -85,6 +92,17 @@ fn run() -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             runtime.block_on(app::serve(config))
         }
+        "agent" => match sonde_agent::parse_args(rest)? {
+            None => {
+                println!("{}", sonde_agent::cli::USAGE);
+                Ok(())
+            }
+            Some(config) => {
+                init_logging(&config.log_level)?;
+                sonde_agent::run(config).map_err(Into::into)
+            }
+        },
+        "demo" => demo_cmd::run(rest, init_logging),
         "version" | "--version" => {
             println!("sonde {}", env!("CARGO_PKG_VERSION"));
             Ok(())

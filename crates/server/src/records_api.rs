@@ -402,19 +402,27 @@ fn entities(
         Ok(m) => state.store.series(&[vec![m]], mint, now),
         Err(_) => Vec::new(),
     };
+    let catalog = state.records.catalog();
+    // OTLP metrics name the job `namespace/name`; spans and logs use
+    // `service.name` alone. Where both exist, they are one service.
+    let service_of = |job: &str| -> String {
+        match job.rsplit_once('/') {
+            Some((_, name)) if catalog.services.contains_key(name) => name.to_string(),
+            _ => job.to_string(),
+        }
+    };
     for l in &with_job {
         let job = l.get("job").unwrap_or("");
-        let svc = services.entry(job.to_string()).or_default();
+        let svc = services.entry(service_of(job)).or_default();
         svc.series += 1;
         let key = (job.to_string(), l.get("instance").unwrap_or("").to_string());
         if let Some(host) = host_of.get(&key) {
             svc.related.insert(host.clone());
             let h = hosts.entry(host.clone()).or_default();
             h.series += 1;
-            h.related.insert(job.to_string());
+            h.related.insert(service_of(job));
         }
     }
-    let catalog = state.records.catalog();
     for (map, seen) in [
         (&mut services, &catalog.services),
         (&mut hosts, &catalog.hosts),

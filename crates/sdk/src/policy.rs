@@ -1,0 +1,407 @@
+//! Runtime collection policies (`docs/policies.md`): subscribe to the
+//! server's effective policy for this client, apply each new version, and
+//! report back what was applied and how the client is doing.
+//!
+//! [`PolicyWatcher::start`] runs two background threads. One holds
+//! `GET /api/v1/policies/watch?...` open (Server-Sent Events) and calls
+//! `on_change` for every `policy` event whose version differs from the one
+//! last applied; when the stream breaks it keeps the last policy and
+//! reconnects after 1 s, doubling up to 30 s, back to 1 s once connected.
+//! The other POSTs `/api/v1/clients/status` right after each applied change
+//! and every 10 s. Neither ever panics in the caller; a panicking callback
+//! is caught and the policy counts as not applied.
+
+use std::io::{BufRead, BufReader};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use serde_json::{json, Value as Json};
+
+/// Who this client is, as the server lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientIdentity {
+    /// Unique per process, e.g. `checkout-7f3a`.
+    pub client_id: String,
+    /// `sdk` or `agent`.
+    pub kind: String,
+    pub service: String,
+    pub host: String,
+    /// The client's own version.
+    pub version: String,
+}
+
+/// The merged policy for this client; `None` fields mean "keep your own
+/// configured default".
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EffectivePolicy {
+    pub version: u64,
+    pub trace_sampling_ratio: Option<f64>,
+    pub metric_interval_ms: Option<u64>,
+    pub min_log_severity: Option<u8>,
+    pub collectors: Option<Vec<String>>,
+}
+
+impl EffectivePolicy {
+    /// Parses the JSON of a `policy` event; `None` if it is not an object
+    /// with a numeric `version`. Fields out of range are treated as unset.
+    pub fn parse(data: &str) -> Option<EffectivePolicy> {
+        let v: Json = serde_json::from_str(data).ok()?;
+        let version = v.get("version")?.as_u64()?;
+        Some(EffectivePolicy {
+            version,
+            trace_sampling_ratio: v["trace_sampling_ratio"]
+                .as_f64()
+                .filter(|r| (0.0..=1.0).contains(r)),
+            metric_interval_ms: v["metric_interval_ms"].as_u64().filter(|&ms| ms > 0),
+            min_log_severity: v["min_log_severity"]
+                .as_u64()
+                .filter(|&s| s <= 24)
+                .map(|s| s as u8),
+            collectors: v["collectors"].as_array().map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_str().map(str::to_string))
+                    .collect()
+            }),
+        })
+    }
+
+    /// The settings as the status report's `effective` object.
+    pub fn settings_json(&self) -> Json {
+        json!({
+            "trace_sampling_ratio": self.trace_sampling_ratio,
+            "metric_interval_ms": self.metric_interval_ms,
+            "min_log_severity": self.min_log_severity,
+            "collectors": self.collectors,
+        })
+    }
+}
+
+/// How the client is doing, reported with each status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Health {
+    pub healthy: bool,
+    pub exported_batches: u64,
+    pub dropped_batches: u64,
+    pub last_error: Option<String>,
+}
+
+/// Timing of a [`PolicyWatcher`]; the defaults are the protocol's.
+#[derive(Debug, Clone)]
+pub struct WatcherOptions {
+    /// Status reports at least this often (10 s).
+    pub status_interval: Duration,
+    /// First reconnect delay (1 s), doubled after each failure...
+    pub initial_backoff: Duration,
+    /// ... up to this (30 s).
+    pub max_backoff: Duration,
+    /// A stream silent this long is dead (the server comments every 15 s).
+    pub read_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for WatcherOptions {
+    fn default() -> WatcherOptions {
+        WatcherOptions {
+            status_interval: Duration::from_secs(10),
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(45),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The delay after `current` when reconnecting fails again.
+pub fn next_backoff(current: Duration, max: Duration) -> Duration {
+    current.saturating_mul(2).min(max)
+}
+
+type OnChange = Box<dyn Fn(&EffectivePolicy) + Send + Sync>;
+type HealthFn = Box<dyn Fn() -> Health + Send + Sync>;
+
+struct State {
+    applied: Option<EffectivePolicy>,
+    connected: bool,
+    /// A status report is due now (a change was applied).
+    report_now: bool,
+    stop: bool,
+}
+
+struct Shared {
+    base: String,
+    identity: ClientIdentity,
+    options: WatcherOptions,
+    on_change: OnChange,
+    health: HealthFn,
+    state: Mutex<State>,
+    wake: Condvar,
+    stopped: AtomicBool,
+    agent: ureq::Agent,
+}
+
+/// Follows the server's policies for one client until stopped or dropped.
+pub struct PolicyWatcher {
+    shared: Arc<Shared>,
+    status_thread: Option<JoinHandle<()>>,
+}
+
+impl PolicyWatcher {
+    /// Starts watching `api_base_url` (`http://127.0.0.1:7070`) with the
+    /// protocol's timing.
+    pub fn start(
+        api_base_url: &str,
+        identity: ClientIdentity,
+        on_change: OnChange,
+        health: HealthFn,
+    ) -> PolicyWatcher {
+        PolicyWatcher::start_with(
+            api_base_url,
+            identity,
+            on_change,
+            health,
+            WatcherOptions::default(),
+        )
+    }
+
+    /// [`PolicyWatcher::start`] with other timing.
+    pub fn start_with(
+        api_base_url: &str,
+        identity: ClientIdentity,
+        on_change: OnChange,
+        health: HealthFn,
+        options: WatcherOptions,
+    ) -> PolicyWatcher {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(options.connect_timeout)
+            .timeout_read(options.read_timeout)
+            .timeout_write(options.connect_timeout)
+            .build();
+        let shared = Arc::new(Shared {
+            base: api_base_url.trim_end_matches('/').to_string(),
+            identity,
+            options,
+            on_change,
+            health,
+            state: Mutex::new(State {
+                applied: None,
+                connected: false,
+                report_now: false,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            stopped: AtomicBool::new(false),
+            agent,
+        });
+        // The watch thread may sit in a blocking read: it is not joined, and
+        // leaves at its next line, timeout or reconnect.
+        let s = Arc::clone(&shared);
+        let _ = std::thread::Builder::new()
+            .name("sonde-policy-watch".into())
+            .spawn(move || watch_loop(&s));
+        let s = Arc::clone(&shared);
+        let status_thread = std::thread::Builder::new()
+            .name("sonde-policy-status".into())
+            .spawn(move || status_loop(&s))
+            .ok();
+        PolicyWatcher {
+            shared,
+            status_thread,
+        }
+    }
+
+    /// The policy last applied, kept while disconnected.
+    pub fn current(&self) -> Option<EffectivePolicy> {
+        self.shared.state.lock().applied.clone()
+    }
+
+    /// Whether the policy stream is open now.
+    pub fn connected(&self) -> bool {
+        self.shared.state.lock().connected
+    }
+
+    /// Stops both threads (the watch thread at its next read).
+    pub fn stop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Relaxed);
+        self.shared.state.lock().stop = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.status_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for PolicyWatcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl std::fmt::Debug for PolicyWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyWatcher")
+            .field("base", &self.shared.base)
+            .field("current", &self.current())
+            .field("connected", &self.connected())
+            .finish()
+    }
+}
+
+/// Waits `d` or until stopped; false when stopped.
+fn sleep_unless_stopped(s: &Shared, d: Duration) -> bool {
+    let deadline = Instant::now() + d;
+    let mut st = s.state.lock();
+    while !st.stop {
+        if s.wake.wait_until(&mut st, deadline).timed_out() {
+            break;
+        }
+    }
+    !st.stop
+}
+
+fn watch_loop(s: &Shared) {
+    let mut backoff = s.options.initial_backoff;
+    while !s.stopped.load(Ordering::Relaxed) {
+        let id = &s.identity;
+        let response = s
+            .agent
+            .get(&format!("{}/api/v1/policies/watch", s.base))
+            .query("service", &id.service)
+            .query("host", &id.host)
+            .query("client_id", &id.client_id)
+            .query("kind", &id.kind)
+            .set("Accept", "text/event-stream")
+            .call();
+        if let Ok(response) = response {
+            s.state.lock().connected = true;
+            backoff = s.options.initial_backoff;
+            read_events(s, BufReader::new(response.into_reader()));
+            s.state.lock().connected = false;
+        }
+        if !sleep_unless_stopped(s, backoff) {
+            return;
+        }
+        backoff = next_backoff(backoff, s.options.max_backoff);
+    }
+}
+
+/// The longest event data kept; a longer event is skipped.
+const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// Reads Server-Sent Events until the stream ends, fails or we stop.
+fn read_events(s: &Shared, mut reader: impl BufRead) {
+    let mut event = String::new();
+    let mut data = String::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match std::io::Read::take(&mut reader, MAX_EVENT_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if s.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.is_empty() {
+            if event == "policy" {
+                if let Some(p) = EffectivePolicy::parse(&data) {
+                    apply(s, p);
+                }
+            }
+            event.clear();
+            data.clear();
+            continue;
+        }
+        let (field, value) = match text.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (text, ""),
+        };
+        match field {
+            "" => {} // a comment (keep-alive)
+            "event" => value.clone_into(&mut event),
+            "data" => {
+                if data.len() + value.len() < MAX_EVENT_BYTES {
+                    if !data.is_empty() {
+                        data.push('\n');
+                    }
+                    data.push_str(value);
+                } else {
+                    event.clear();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Applies a policy whose version differs from the applied one.
+fn apply(s: &Shared, policy: EffectivePolicy) {
+    if s.state.lock().applied.as_ref().map(|p| p.version) == Some(policy.version) {
+        return;
+    }
+    let ok = catch_unwind(AssertUnwindSafe(|| (s.on_change)(&policy))).is_ok();
+    if ok {
+        let mut st = s.state.lock();
+        st.applied = Some(policy);
+        st.report_now = true;
+        drop(st);
+        s.wake.notify_all();
+    }
+}
+
+/// The body of a status report.
+fn status_json(id: &ClientIdentity, applied: Option<&EffectivePolicy>, health: &Health) -> Json {
+    json!({
+        "client_id": id.client_id,
+        "kind": id.kind,
+        "service": id.service,
+        "host": id.host,
+        "version": id.version,
+        "policy_version": applied.map(|p| p.version),
+        "effective": applied.cloned().unwrap_or_default().settings_json(),
+        "health": {
+            "healthy": health.healthy,
+            "exported_batches": health.exported_batches,
+            "dropped_batches": health.dropped_batches,
+            "last_error": health.last_error,
+        },
+    })
+}
+
+fn status_loop(s: &Shared) {
+    let url = format!("{}/api/v1/clients/status", s.base);
+    let mut next = Instant::now() + s.options.status_interval;
+    loop {
+        let applied = {
+            let mut st = s.state.lock();
+            while !st.stop && !st.report_now && Instant::now() < next {
+                if s.wake.wait_until(&mut st, next).timed_out() {
+                    break;
+                }
+            }
+            if st.stop {
+                return;
+            }
+            st.report_now = false;
+            st.applied.clone()
+        };
+        next = Instant::now() + s.options.status_interval;
+        let health = catch_unwind(AssertUnwindSafe(|| (s.health)())).unwrap_or_default();
+        let body = status_json(&s.identity, applied.as_ref(), &health).to_string();
+        let _ = s
+            .agent
+            .post(&url)
+            .set("Content-Type", "application/json")
+            .send_string(&body);
+    }
+}
+
+#[cfg(test)]
+mod tests;
