@@ -93,12 +93,7 @@ impl Default for Config {
 /// Runs the agent as configured: one tick printed to stdout with `once`,
 /// else the export loop until SIGINT or SIGTERM.
 pub fn run(config: Config) -> Result<()> {
-    // The allocator backs its arenas with transparent huge pages where it
-    // may; for an agent whose heap is a few hundred KiB that is 2 MiB of
-    // resident memory per touched page. Only this process is affected.
-    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
-        tracing::debug!(error = %e, "cannot opt out of transparent huge pages");
-    }
+    lean_process();
     let host = host::Host::detect(&procfs::Roots::new(&config.root_path));
     let mut agent = Agent::new(&config, &host)?;
     if config.once {
@@ -131,6 +126,17 @@ fn run_with(agent: Agent, host: host::Host, config: Config, control: Arc<Control
         "sonde agent started"
     );
     agent::run_loop(agent, &config, sink, control)
+}
+
+/// Keeps a process that is only the agent small. The allocator backs its
+/// arenas with transparent huge pages where it may; for an agent whose heap
+/// is a few hundred KiB that is 2 MiB of resident memory per touched page.
+/// Call it first thing in `main` (allocations before it keep their pages);
+/// only this process is affected.
+pub fn lean_process() {
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::debug!(error = %e, "cannot opt out of transparent huge pages");
+    }
 }
 
 /// Parses `500ms`, `1s`, `1.5s`, `2m`, `1h`.

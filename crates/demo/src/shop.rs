@@ -62,7 +62,12 @@ struct Service {
 }
 
 impl Service {
-    fn new(cfg: &DemoConfig, name: &'static str, host: &'static str, version: &'static str) -> Service {
+    fn new(
+        cfg: &DemoConfig,
+        name: &'static str,
+        host: &'static str,
+        version: &'static str,
+    ) -> Service {
         let sdk = init(Config {
             service_name: name.to_string(),
             endpoint: cfg.endpoint.clone(),
@@ -153,7 +158,13 @@ impl Shop {
     }
 
     pub fn flush(&self, timeout: Duration) {
-        for s in [&self.frontend, &self.catalog, &self.checkout, &self.inventory, &self.payments] {
+        for s in [
+            &self.frontend,
+            &self.catalog,
+            &self.checkout,
+            &self.inventory,
+            &self.payments,
+        ] {
             s.sdk.tracer_provider().force_flush(timeout);
             s.sdk.logger_provider().force_flush(timeout);
             s.sdk.meter_provider().force_flush();
@@ -170,9 +181,25 @@ impl Shop {
         if r < 0.35 {
             self.page(rng, c, &user, &session, "GET", "/", None);
         } else if r < 0.85 {
-            self.page(rng, c, &user, &session, "GET", "/product/{id}", Some(product));
+            self.page(
+                rng,
+                c,
+                &user,
+                &session,
+                "GET",
+                "/product/{id}",
+                Some(product),
+            );
         } else {
-            self.page(rng, c, &user, &session, "GET", "/product/{id}", Some(product));
+            self.page(
+                rng,
+                c,
+                &user,
+                &session,
+                "GET",
+                "/product/{id}",
+                Some(product),
+            );
             self.page(rng, c, &user, &session, "POST", "/checkout", Some(product));
         }
     }
@@ -200,18 +227,24 @@ impl Shop {
             span.set_attribute(KeyValue::new("session.id", session.to_string()));
             std::thread::sleep(rng.latency(2.0));
             match (route, product) {
-                ("/", _) => {
-                    self.call(fe, &self.catalog, "GET", "/products", rng, |rng, _| {
-                        self.db(&self.catalog, "SELECT", "products", rng, c.db_slow)
-                    })
-                }
+                ("/", _) => self.call(fe, &self.catalog, "GET", "/products", rng, |rng, _| {
+                    self.db(&self.catalog, "SELECT", "products", rng, c.db_slow)
+                }),
                 ("/product/{id}", Some(p)) => {
                     span.set_attribute(KeyValue::new("product.id", p as i64));
-                    self.call(fe, &self.catalog, "GET", "/products/{id}", rng, |rng, span| {
-                        span.set_attribute(KeyValue::new("product.id", p as i64));
-                        self.cache(&self.catalog, "GET", rng)
-                            .and_then(|| self.db(&self.catalog, "SELECT", "products", rng, c.db_slow))
-                    })
+                    self.call(
+                        fe,
+                        &self.catalog,
+                        "GET",
+                        "/products/{id}",
+                        rng,
+                        |rng, span| {
+                            span.set_attribute(KeyValue::new("product.id", p as i64));
+                            self.cache(&self.catalog, "GET", rng).and_then(|| {
+                                self.db(&self.catalog, "SELECT", "products", rng, c.db_slow)
+                            })
+                        },
+                    )
                 }
                 (_, Some(p)) => self.checkout(rng, c, user, p),
                 _ => Outcome::Ok,
@@ -224,15 +257,17 @@ impl Shop {
         self.call(&self.frontend, co, "POST", "/checkout", rng, |rng, span| {
             let amount = 5.0 + rng.below(20_000) as f64 / 100.0;
             span.set_attribute(KeyValue::new("order.amount", amount));
-            if let Outcome::Fail(code, why) = self.call(co, &self.inventory, "POST", "/reserve", rng, |rng, _| {
-                self.cache(&self.inventory, "SET", rng).and_then(|| {
-                    if rng.unit() < 0.01 {
-                        Outcome::Fail(409, "out of stock")
-                    } else {
-                        Outcome::Ok
-                    }
+            if let Outcome::Fail(code, why) =
+                self.call(co, &self.inventory, "POST", "/reserve", rng, |rng, _| {
+                    self.cache(&self.inventory, "SET", rng).and_then(|| {
+                        if rng.unit() < 0.01 {
+                            Outcome::Fail(409, "out of stock")
+                        } else {
+                            Outcome::Ok
+                        }
+                    })
                 })
-            }) {
+            {
                 co.logger.emit(
                     Severity::WARN,
                     format!("reservation failed for product {product}: {why}"),
@@ -264,7 +299,10 @@ impl Shop {
                 "checkout.completed",
                 Some(user),
                 None,
-                [KeyValue::new("order.amount", amount), KeyValue::new("product.id", product as i64)],
+                [
+                    KeyValue::new("order.amount", amount),
+                    KeyValue::new("product.id", product as i64),
+                ],
             );
             Outcome::Ok
         })
@@ -280,12 +318,17 @@ impl Shop {
             KeyValue::new("server.address", "api.payments.example"),
             KeyValue::new("peer.service", "payments-provider"),
         ]);
-        let (median, fail) = if c.payments_slow { (420.0, 0.25) } else { (70.0, 0.01) };
+        let (median, fail) = if c.payments_slow {
+            (420.0, 0.25)
+        } else {
+            (70.0, 0.01)
+        };
         std::thread::sleep(rng.latency(median));
         let out = if rng.unit() < fail {
             span.set_attribute(KeyValue::new("http.response.status_code", 503i64));
             span.set_status(Status::Error("provider unavailable".into()));
-            pay.logger.emit(Severity::ERROR, "payment provider returned 503", []);
+            pay.logger
+                .emit(Severity::ERROR, "payment provider returned 503", []);
             Outcome::Fail(503, "provider unavailable")
         } else {
             span.set_attribute(KeyValue::new("http.response.status_code", 200i64));
@@ -295,7 +338,14 @@ impl Shop {
         out
     }
 
-    fn db(&self, svc: &Service, op: &'static str, table: &'static str, rng: &mut Rng, slow: bool) -> Outcome {
+    fn db(
+        &self,
+        svc: &Service,
+        op: &'static str,
+        table: &'static str,
+        rng: &mut Rng,
+        slow: bool,
+    ) -> Outcome {
         let mut span = svc.tracer.start(format!("{op} {table}"));
         span.set_kind(SpanKind::Client);
         span.set_attributes([
@@ -307,7 +357,11 @@ impl Shop {
         std::thread::sleep(rng.latency(if slow { 60.0 } else { 4.0 }));
         let out = if rng.unit() < 0.002 {
             span.set_status(Status::Error("deadlock detected".into()));
-            svc.logger.emit(Severity::ERROR, format!("{op} {table}: deadlock detected"), []);
+            svc.logger.emit(
+                Severity::ERROR,
+                format!("{op} {table}: deadlock detected"),
+                [],
+            );
             Outcome::Fail(500, "database error")
         } else {
             Outcome::Ok
@@ -443,4 +497,3 @@ impl Shop {
         );
     }
 }
-

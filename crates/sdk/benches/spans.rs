@@ -3,7 +3,11 @@
 //! - `sampled`: a root span, three attributes, end. Timed in chunks of
 //!   2048 spans; between chunks (untimed) both SDKs flush, so the queue is
 //!   never full and nothing is dropped: this is the caller's cost.
-//! - `sampled+export`: the same, with the flush timed: the caller's cost
+//! - `sampled, quiet`: the same with both SDKs batching 4096 spans, so
+//!   their export threads stay asleep during a timed chunk: the caller's
+//!   cost alone, without the other core's export work competing (on a
+//!   two-core machine that work shares caches and cores with the caller).
+//! - `sampled+export`: the default batching, with the flush timed: the caller's cost
 //!   plus the background work (Sonde encodes OTLP protobuf; the
 //!   opentelemetry_sdk exporter here is a no-op, so it does less).
 //! - `unsampled`: ratio 0 / `AlwaysOff`, start+end of a root span (kept
@@ -19,11 +23,13 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, Criterion};
 use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+};
 use parking_lot::Mutex;
 use sonde_sdk::attributes::KeyValue;
 use sonde_sdk::export::{Signal, Sink, SinkStats};
-use sonde_sdk::trace::{TraceConfig, TracerProvider};
+use sonde_sdk::trace::{BatchConfig, TraceConfig, TracerProvider};
 
 const CHUNK: u64 = 2048;
 
@@ -70,21 +76,41 @@ fn record(name: &str, iters: u64, elapsed: Duration) -> Duration {
     elapsed
 }
 
-fn sonde(ratio: f64) -> TracerProvider {
+/// Batch size of the `quiet` variants.
+const QUIET_BATCH: usize = 4096;
+
+fn sonde(ratio: f64, max_batch: Option<usize>) -> TracerProvider {
+    let mut batch = BatchConfig::default();
+    if let Some(n) = max_batch {
+        batch.max_batch = n;
+    }
     TracerProvider::new(
         Arc::new(NullSink),
         TraceConfig {
             sampling_ratio: ratio,
+            batch,
             ..TraceConfig::default()
         },
     )
 }
 
-fn otel(sampler: Sampler) -> SdkTracerProvider {
-    SdkTracerProvider::builder()
-        .with_sampler(sampler)
-        .with_batch_exporter(NullExporter)
-        .build()
+fn otel(sampler: Sampler, max_batch: Option<usize>) -> SdkTracerProvider {
+    let builder = SdkTracerProvider::builder().with_sampler(sampler);
+    match max_batch {
+        None => builder.with_batch_exporter(NullExporter).build(),
+        Some(n) => builder
+            .with_span_processor(
+                BatchSpanProcessor::builder(NullExporter)
+                    .with_batch_config(
+                        BatchConfigBuilder::default()
+                            .with_max_queue_size(2 * n)
+                            .with_max_export_batch_size(n)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build(),
+    }
 }
 
 /// Runs `op` `iters` times in chunks, flushing between chunks; the flush
@@ -113,72 +139,57 @@ fn chunked(iters: u64, time_flush: bool, mut op: impl FnMut(), flush: impl Fn())
 fn spans(c: &mut Criterion) {
     let mut g = c.benchmark_group("span");
 
-    let sp = sonde(1.0);
-    let st = sp.tracer("bench");
-    let sonde_sampled = || {
-        let mut s = st.start("GET /cart");
-        s.set_attribute(KeyValue::new("http.method", "GET"));
-        s.set_attribute(KeyValue::new("http.status_code", 200i64));
-        s.set_attribute(KeyValue::new("net.peer.name", "cart.internal"));
-        s.end();
-    };
-    let sonde_flush = || {
-        sp.force_flush(Duration::from_secs(30));
-    };
-    g.bench_function("sonde/sampled", |b| {
-        b.iter_custom(|n| {
-            record(
-                "sonde/sampled",
-                n,
-                chunked(n, false, sonde_sampled, sonde_flush),
-            )
-        })
-    });
-    g.bench_function("sonde/sampled+export", |b| {
-        b.iter_custom(|n| {
-            record(
-                "sonde/sampled+export",
-                n,
-                chunked(n, true, sonde_sampled, sonde_flush),
-            )
-        })
-    });
+    let sp = sonde(1.0, None);
+    let sq = sonde(1.0, Some(QUIET_BATCH));
+    let op = otel(Sampler::AlwaysOn, None);
+    let oq = otel(Sampler::AlwaysOn, Some(QUIET_BATCH));
+    for (case, quiet, time_flush) in [
+        ("sampled", false, false),
+        ("sampled, quiet", true, false),
+        ("sampled+export", false, true),
+    ] {
+        let provider = if quiet { &sq } else { &sp };
+        let tracer = provider.tracer("bench");
+        let name = format!("sonde/{case}");
+        g.bench_function(name.as_str(), |b| {
+            b.iter_custom(|n| {
+                let op = || {
+                    let mut s = tracer.start("GET /cart");
+                    s.set_attribute(KeyValue::new("http.method", "GET"));
+                    s.set_attribute(KeyValue::new("http.status_code", 200i64));
+                    s.set_attribute(KeyValue::new("net.peer.name", "cart.internal"));
+                    s.end();
+                };
+                let flush = || {
+                    provider.force_flush(Duration::from_secs(30));
+                };
+                record(&name, n, chunked(n, time_flush, op, flush))
+            })
+        });
+        let provider = if quiet { &oq } else { &op };
+        let tracer = provider.tracer("bench");
+        let name = format!("otel/{case}");
+        g.bench_function(name.as_str(), |b| {
+            b.iter_custom(|n| {
+                let op = || {
+                    let mut s = tracer.start("GET /cart");
+                    s.set_attribute(opentelemetry::KeyValue::new("http.method", "GET"));
+                    s.set_attribute(opentelemetry::KeyValue::new("http.status_code", 200i64));
+                    s.set_attribute(opentelemetry::KeyValue::new(
+                        "net.peer.name",
+                        "cart.internal",
+                    ));
+                    s.end();
+                };
+                let flush = || {
+                    let _ = provider.force_flush();
+                };
+                record(&name, n, chunked(n, time_flush, op, flush))
+            })
+        });
+    }
 
-    let op = otel(Sampler::AlwaysOn);
-    let ot = op.tracer("bench");
-    let otel_sampled = || {
-        let mut s = ot.start("GET /cart");
-        s.set_attribute(opentelemetry::KeyValue::new("http.method", "GET"));
-        s.set_attribute(opentelemetry::KeyValue::new("http.status_code", 200i64));
-        s.set_attribute(opentelemetry::KeyValue::new(
-            "net.peer.name",
-            "cart.internal",
-        ));
-        s.end();
-    };
-    let otel_flush = || {
-        let _ = op.force_flush();
-    };
-    g.bench_function("otel/sampled", |b| {
-        b.iter_custom(|n| {
-            record(
-                "otel/sampled",
-                n,
-                chunked(n, false, otel_sampled, otel_flush),
-            )
-        })
-    });
-    g.bench_function("otel/sampled+export", |b| {
-        b.iter_custom(|n| {
-            record(
-                "otel/sampled+export",
-                n,
-                chunked(n, true, otel_sampled, otel_flush),
-            )
-        })
-    });
-
-    let su = sonde(0.0);
+    let su = sonde(0.0, None);
     let sut = su.tracer("bench");
     g.bench_function("sonde/unsampled", |b| {
         b.iter_custom(|n| {
@@ -191,7 +202,7 @@ fn spans(c: &mut Criterion) {
             record("sonde/unsampled", n, start.elapsed())
         })
     });
-    let ou = otel(Sampler::AlwaysOff);
+    let ou = otel(Sampler::AlwaysOff, None);
     let out = ou.tracer("bench");
     g.bench_function("otel/unsampled", |b| {
         b.iter_custom(|n| {
@@ -206,12 +217,14 @@ fn spans(c: &mut Criterion) {
     });
     g.finish();
     eprintln!(
-        "sonde dropped spans: sampled provider {}, unsampled provider {}",
+        "sonde dropped spans: {} (sampled), {} (quiet), {} (unsampled)",
         sp.stats().dropped,
+        sq.stats().dropped,
         su.stats().dropped
     );
-    let _ = op.shutdown();
-    let _ = ou.shutdown();
+    for p in [&op, &oq, &ou] {
+        let _ = p.shutdown();
+    }
 }
 
 fn median(v: &[f64]) -> f64 {

@@ -13,9 +13,9 @@ pub mod layer;
 pub mod logs;
 pub mod metrics;
 pub mod policy;
+pub mod propagation;
 #[cfg(feature = "metrics")]
 pub mod recorder;
-pub mod propagation;
 pub mod sampling;
 pub mod sdk;
 pub mod trace;

@@ -124,6 +124,8 @@ pub struct TracerProvider {
 
 impl TracerProvider {
     pub fn new(sink: Arc<dyn Sink>, config: TraceConfig) -> TracerProvider {
+        // Anchor the clock before the first span reads it.
+        clock::now_unix_nano();
         let resource = prost::Message::encode_to_vec(&config.resource.to_otlp());
         let export_sink = Arc::clone(&sink);
         let spans = Batcher::new(

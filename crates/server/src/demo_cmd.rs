@@ -48,7 +48,10 @@ fn demo_flags(args: &[String]) -> anyhow::Result<(DemoConfig, bool, Vec<String>)
         let mut value = |name: &str| -> anyhow::Result<String> {
             match &inline {
                 Some(v) => Ok(v.clone()),
-                None => it.next().cloned().with_context(|| format!("flag {name} needs a value")),
+                None => it
+                    .next()
+                    .cloned()
+                    .with_context(|| format!("flag {name} needs a value")),
             }
         };
         match key {
@@ -62,7 +65,9 @@ fn demo_flags(args: &[String]) -> anyhow::Result<(DemoConfig, bool, Vec<String>)
                 let v = value(key)?;
                 demo.incident_period = parse_duration(&v)
                     .filter(|d| *d >= Duration::from_secs(10))
-                    .with_context(|| format!("--incident-period {v:?}: a duration of 10s or more"))?
+                    .with_context(|| {
+                        format!("--incident-period {v:?}: a duration of 10s or more")
+                    })?
             }
             "--no-agent" => agent = false,
             _ => {
@@ -73,7 +78,10 @@ fn demo_flags(args: &[String]) -> anyhow::Result<(DemoConfig, bool, Vec<String>)
     Ok((demo, agent, rest))
 }
 
-pub fn run(args: &[String], init_logging: impl FnOnce(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
+pub fn run(
+    args: &[String],
+    init_logging: impl FnOnce(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let (mut demo, with_agent, rest) = demo_flags(args)?;
     let config = Config::load(&rest, std::env::vars())?;
     init_logging(&config.log_level)?;

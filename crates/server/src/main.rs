@@ -65,6 +65,9 @@ settings (serve): --config FILE, or any key of sonde.example.toml as a flag
 (SONDE_DATA_DIR, SONDE_RETENTION, ...).";
 
 fn main() -> std::process::ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|c| c == "agent") {
+        sonde_agent::lean_process();
+    }
     // Errors are for people: one line with its causes, no backtrace.
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
