@@ -71,6 +71,21 @@ def test_demo_fills_every_signal_and_follows_policies(demo):
     cpu = demo.query("count(system_cpu_time_seconds_total)")
     assert float(cpu["result"][0]["value"][1]) > 0
 
+    # RED metrics and the service graph, derived from the spans as they arrive.
+    red = wait_for("span-derived RED metrics", lambda: demo.query(
+        'sum by (service_name) (traces_span_metrics_calls_total{span_kind="SPAN_KIND_SERVER"})')["result"])
+    assert SERVICES <= {r["metric"]["service_name"] for r in red}
+
+    def graph():
+        g = demo.get("/api/v1/service_graph").json()["data"]
+        edges = {(e["source"], e["target"]): e for e in g["edges"]}
+        want = {("frontend", "checkout"), ("checkout", "payments"), ("catalog", "postgresql")}
+        return (g, edges) if want <= set(edges) else None
+    g, edges = wait_for("the service graph with its database node", graph, timeout=30)
+    nodes = {n["id"]: n for n in g["nodes"]}
+    assert nodes["postgresql"]["type"] == "database" and nodes["checkout"]["type"] == "service"
+    assert edges[("checkout", "payments")]["p95Ms"] > edges[("catalog", "postgresql")]["p50Ms"]
+
     # Events: page views with users and sessions; deployments on the cycle.
     views = demo.get("/api/v1/events", params={"name": "browser.page_view", "limit": 5}).json()["data"]["logs"]
     assert views and views[0]["attributes"]["user.id"].startswith("user-") and views[0]["attributes"]["session.id"]

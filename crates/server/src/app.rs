@@ -19,8 +19,11 @@ use tokio::sync::{watch, Semaphore};
 use crate::config::Config;
 use crate::policies::Policies;
 use crate::self_metrics::SelfMetrics;
+use crate::spanmetrics::SpanMetrics;
 use crate::tail::Tail;
-use crate::{api, grpc, jaeger, policies_api, records_api, stream_api, tail, write, write_records};
+use crate::{
+    api, graph_api, grpc, jaeger, policies_api, records_api, stream_api, tail, write, write_records,
+};
 
 pub struct App {
     pub config: Config,
@@ -29,6 +32,7 @@ pub struct App {
     pub record_limits: RecordLimits,
     pub tail: Tail,
     pub policies: Policies,
+    pub spanmetrics: SpanMetrics,
     pub engine: Engine,
     pub converter: MetricsConverter,
     pub metrics: SelfMetrics,
@@ -76,6 +80,7 @@ impl App {
             write_permits: Semaphore::new(config.max_inflight_writes.max(1)),
             query_permits: Semaphore::new(config.max_concurrent_queries.max(1)),
             tail: Tail::new(config.max_tail_subscribers),
+            spanmetrics: SpanMetrics::default(),
             policies: Policies::open(
                 config.data_dir.join("policies.json"),
                 clock.now_ms().saturating_mul(1_000_000),
@@ -130,6 +135,7 @@ pub fn api_router(state: AppState) -> Router {
         .route("/api/v1/tail", get(tail::tail))
         .route("/api/v1/stream/query_range", get(stream_api::query_range))
         .route("/api/v1/services", get(records_api::services))
+        .route("/api/v1/service_graph", get(graph_api::service_graph))
         .route("/api/v1/hosts", get(records_api::hosts))
         .route("/api/v1/policies", get(policies_api::list))
         .route("/api/v1/policies/effective", get(policies_api::effective))
@@ -325,6 +331,14 @@ fn spawn_upkeep(state: AppState, stop: watch::Receiver<bool>) -> tokio::task::Jo
             tokio::select! {
                 _ = tick.tick() => {
                     state.policies.expire(state.clock.now_ms().saturating_mul(1_000_000));
+                    let st = state.clone();
+                    let derived = tokio::task::spawn_blocking(move || {
+                        let series = st.spanmetrics.collect(st.clock.now_ms());
+                        if series.is_empty() { Ok(()) } else { st.store.append(&series).map(|_| ()) }
+                    });
+                    if let Ok(Err(e)) = derived.await {
+                        tracing::error!("storing metrics derived from spans failed: {e}");
+                    }
                     if state.records.needs_flush() {
                         let st = state.clone();
                         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.records.flush()).await {

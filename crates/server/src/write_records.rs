@@ -118,6 +118,7 @@ pub(crate) async fn store_records(
                 .map_err(bad)?;
                 let batch = otlp::convert_traces(&req, &limits);
                 let accepted = batch.spans.len() as u64;
+                st.spanmetrics.observe(&batch.spans);
                 if st.tail.has_subscribers() {
                     st.records
                         .append_spans(batch.spans.clone())
