@@ -13,12 +13,10 @@ use sonde_query::Value as QValue;
 use crate::api::{off_thread, success, ApiError, Params, StoreQueryable};
 use crate::app::AppState;
 
+type Labelled = Vec<(BTreeMap<String, String>, f64)>;
+
 /// (labels, value) of an instant PromQL query.
-fn vector(
-    state: &AppState,
-    expr: &str,
-    at_ms: i64,
-) -> Result<Vec<(BTreeMap<String, String>, f64)>, ApiError> {
+fn vector(state: &AppState, expr: &str, at_ms: i64) -> Result<Labelled, ApiError> {
     let v = state
         .engine
         .instant(&StoreQueryable(state.store.clone()), expr, at_ms)
