@@ -241,7 +241,7 @@ fn summary() {
         "{:<16} {:>12} {:>12} {:>14}",
         "span", "sonde ns/op", "otel ns/op", "sonde / otel"
     );
-    for case in ["sampled", "sampled+export", "unsampled"] {
+    for case in ["sampled", "sampled, quiet", "sampled+export", "unsampled"] {
         let (s, o) = (get(&format!("sonde/{case}")), get(&format!("otel/{case}")));
         eprintln!("{case:<16} {s:>12.1} {o:>12.1} {:>14.3}", s / o);
     }
