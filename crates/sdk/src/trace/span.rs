@@ -5,10 +5,8 @@ use std::cell::RefCell;
 
 use parking_lot::Mutex;
 
-use std::time::Instant;
-
 use super::batch::Queue;
-use super::clock::{anchor_instant, now_unix_nano};
+use super::clock::{anchor_instant, now_unix_nano, Instant};
 use super::context::{self, EnterGuard, SpanContext};
 use super::Scope;
 use crate::attributes::KeyValue;
