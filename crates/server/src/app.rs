@@ -155,6 +155,8 @@ pub fn api_router(state: AppState) -> Router {
         .route("/api/operations", get(jaeger::operations))
         .route("/api/traces", get(jaeger::find_traces))
         .route("/api/traces/{id}", get(jaeger::trace))
+        // The web UI at `/` and its own routes (ui.rs).
+        .merge(crate::ui::router())
         .fallback(api::not_found)
         .with_state(state)
 }

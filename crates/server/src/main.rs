@@ -19,6 +19,7 @@ mod self_metrics;
 mod spanmetrics;
 mod stream_api;
 mod tail;
+mod ui;
 mod write;
 mod write_records;
 
