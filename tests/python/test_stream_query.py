@@ -58,3 +58,26 @@ def test_a_bad_query_is_an_error_response_not_a_stream(sonde):
     assert r.json()["errorType"] == "bad_data"
     r = sonde.get("/api/v1/stream/query_range", params={"query": "x", "range": "1h", "step": "100ms"})
     assert r.status_code == 400 and "11,000" in r.json()["error"]
+
+
+def test_several_queries_share_one_stream_and_the_last_step_is_resent(sonde):
+    push_gauge(sonde, 3.0, time.time_ns() - 1_000_000_000)
+    stream = SseStream(sonde.api_url,
+                       "/api/v1/stream/query_range?query=queue_depth&query=queue_depth*2&range=30s&step=1s")
+    try:
+        kind, data = stream.next_event(5)
+        assert kind == "snapshot"
+        results = json.loads(data)["results"]
+        assert [r["resultType"] for r in results] == ["matrix", "matrix"]
+        assert set(float(v) for _, v in results[1]["result"][0]["values"]) == {6.0}
+        kind, data = stream.next_event(3)
+        assert kind == "points"
+        first = [t for _, s in enumerate(json.loads(data)["results"][0]["result"]) for t, _ in s["values"]]
+        kind, data = stream.next_event(3)
+        second = [t for s in json.loads(data)["results"][0]["result"] for t, _ in s["values"]]
+        assert first and second and second[0] == first[-1], (first, second)
+    finally:
+        stream.close()
+    many = "&".join(["query=queue_depth"] * 21)
+    r = sonde.get(f"/api/v1/stream/query_range?{many}")
+    assert r.status_code == 400 and "at most 20" in r.json()["error"]

@@ -5,7 +5,13 @@
 //! Server-Sent Events: `event: snapshot` carries the whole window (the
 //! `data` of a Prometheus `query_range` response), then every second an
 //! `event: points` carries the steps computed since, in the same shape.
-//! Clients append them and drop points older than the window.
+//! Each `points` event repeats the last step already sent, recomputed, so a
+//! sample that arrived late for it is not lost: clients replace points by
+//! timestamp, append newer ones, and drop those older than the window.
+//!
+//! Several `query` parameters (up to 20: a page of sparklines) share one
+//! stream, since a browser opens only six connections to a server; each
+//! event's data is then `{"results": [data of query 1, data of query 2, …]}`.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -22,10 +28,11 @@ use crate::records_api::parse_duration_ns;
 
 /// Points per series per window, as for `query_range`.
 const MAX_POINTS: i64 = 11_000;
+const MAX_QUERIES: usize = 20;
 
 struct Live {
     state: AppState,
-    expr: String,
+    exprs: Vec<String>,
     step_ms: i64,
     /// The last step time already sent.
     last_ms: i64,
@@ -37,6 +44,8 @@ fn align(t: i64, step: i64) -> i64 {
     t - t.rem_euclid(step)
 }
 
+/// The window's results: one query's `query_range` data, or several in
+/// `{"results": [...]}`.
 async fn evaluate(live: &Live, start: i64, end: i64) -> Result<String, ApiError> {
     let _permit = live
         .state
@@ -45,12 +54,20 @@ async fn evaluate(live: &Live, start: i64, end: i64) -> Result<String, ApiError>
         .await
         .map_err(|_| ApiError::new("unavailable", "server is shutting down"))?;
     let st = live.state.clone();
-    let (expr, step) = (live.expr.clone(), live.step_ms);
+    let (exprs, step) = (live.exprs.clone(), live.step_ms);
     tokio::task::spawn_blocking(move || {
-        st.engine
-            .range(&StoreQueryable(st.store.clone()), &expr, start, end, step)
-            .map(|v| render_value(&v))
-            .map_err(query_error)
+        let mut out = Vec::with_capacity(exprs.len());
+        for expr in &exprs {
+            let v = st
+                .engine
+                .range(&StoreQueryable(st.store.clone()), expr, start, end, step)
+                .map_err(query_error)?;
+            out.push(render_value(&v));
+        }
+        Ok(match out.len() {
+            1 => out.remove(0),
+            _ => format!(r#"{{"results":[{}]}}"#, out.join(",")),
+        })
     })
     .await
     .map_err(|e| ApiError::new("internal", format!("query task failed: {e}")))?
@@ -59,10 +76,20 @@ async fn evaluate(live: &Live, start: i64, end: i64) -> Result<String, ApiError>
 pub async fn query_range(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
     let setup = (|| -> Result<Live, ApiError> {
         let p = Params::parse(q, &HeaderMap::new(), &[])?;
-        let expr = p
-            .get("query")
+        let exprs: Vec<String> = p
+            .all("query")
+            .into_iter()
             .filter(|e| !e.is_empty())
-            .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing query"))?;
+            .map(str::to_string)
+            .collect();
+        if exprs.is_empty() {
+            return Err(ApiError::bad_data("invalid parameter \"query\": missing query"));
+        }
+        if exprs.len() > MAX_QUERIES {
+            return Err(ApiError::bad_data(format!(
+                "at most {MAX_QUERIES} queries share one stream"
+            )));
+        }
         let step_ms = match p.get("step") {
             Some(s) => parse_step(s)
                 .filter(|s| *s > 0)
@@ -84,7 +111,7 @@ pub async fn query_range(State(state): State<AppState>, RawQuery(q): RawQuery) -
         Ok(Live {
             closing: state.tail.closing(),
             state: state.clone(),
-            expr: expr.to_string(),
+            exprs,
             step_ms,
             last_ms: 0,
             range_ms,
@@ -116,7 +143,8 @@ pub async fn query_range(State(state): State<AppState>, RawQuery(q): RawQuery) -
             if end <= live.last_ms {
                 continue;
             }
-            let start = (live.last_ms + live.step_ms).max(end - live.range_ms);
+            // From the last step already sent: late samples may change it.
+            let start = live.last_ms.max(end - live.range_ms);
             let ev = match evaluate(&live, start, end).await {
                 Ok(data) => {
                     live.last_ms = end;
