@@ -83,7 +83,9 @@ pub async fn query_range(State(state): State<AppState>, RawQuery(q): RawQuery) -
             .map(str::to_string)
             .collect();
         if exprs.is_empty() {
-            return Err(ApiError::bad_data("invalid parameter \"query\": missing query"));
+            return Err(ApiError::bad_data(
+                "invalid parameter \"query\": missing query",
+            ));
         }
         if exprs.len() > MAX_QUERIES {
             return Err(ApiError::bad_data(format!(
