@@ -99,12 +99,37 @@ impl RequestError {
 /// a write permit and starve everybody else.
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Past the limit, this much more of a body is read and discarded so the
+/// client, still sending, can read the 413 instead of a broken pipe.
+const DRAIN_MAX: usize = 64 << 20;
+
 /// Reads a body of at most `limit` bytes, within [`BODY_TIMEOUT`].
 pub async fn read_raw(body: Body, limit: usize) -> Result<bytes::Bytes, RequestError> {
-    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+    use futures_util::StreamExt;
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buf = bytes::BytesMut::new();
+        let mut drained = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk =
+                chunk.map_err(|e| RequestError::BadRequest(format!("reading the body: {e}")))?;
+            if drained > 0 || buf.len() + chunk.len() > limit {
+                drained += chunk.len();
+                if drained > DRAIN_MAX {
+                    break;
+                }
+                continue;
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        if drained > 0 {
+            return Err(RequestError::TooLarge(limit));
+        }
+        Ok(buf.freeze())
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
         Err(_) => Err(RequestError::Timeout),
-        Ok(Err(_)) => Err(RequestError::TooLarge(limit)),
-        Ok(Ok(b)) => Ok(b),
+        Ok(r) => r,
     }
 }
 
