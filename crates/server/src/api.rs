@@ -642,12 +642,12 @@ pub async fn exemplars(
     .await
 }
 
-pub async fn rules() -> Response {
-    success(r#"{"groups":[]}"#)
+pub async fn rules(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    crate::alerting_api::rules(state, q).await
 }
 
-pub async fn alerts() -> Response {
-    success(r#"{"alerts":[]}"#)
+pub async fn alerts(State(state): State<AppState>) -> Response {
+    crate::alerting_api::alerts(state).await
 }
 
 pub async fn buildinfo() -> Response {

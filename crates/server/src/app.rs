@@ -37,6 +37,7 @@ pub struct App {
     pub converter: MetricsConverter,
     pub metrics: SelfMetrics,
     pub clock: Arc<dyn Clock>,
+    pub alerting: crate::alerting::Alerting,
     pub write_permits: Semaphore,
     pub query_permits: Semaphore,
 }
@@ -76,6 +77,7 @@ impl App {
             max_samples: config.query_max_samples,
             timeout,
         });
+        let alerting = crate::alerting::Alerting::new(&config, clock.now_ms())?;
         Ok(App {
             write_permits: Semaphore::new(config.max_inflight_writes.max(1)),
             query_permits: Semaphore::new(config.max_concurrent_queries.max(1)),
@@ -92,6 +94,7 @@ impl App {
             engine,
             converter: MetricsConverter::new(),
             metrics: SelfMetrics::new(),
+            alerting,
             clock,
         })
     }
@@ -157,6 +160,7 @@ pub fn api_router(state: AppState) -> Router {
         .route("/api/traces/{id}", get(jaeger::trace))
         // The web UI at `/` and its own routes (ui.rs).
         .merge(crate::ui::router())
+        .merge(crate::alerting_api::router())
         .fallback(api::not_found)
         .with_state(state)
 }
@@ -237,6 +241,7 @@ pub async fn serve_with(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let upkeep = spawn_upkeep(state.clone(), stop_rx.clone());
+    let alerting = crate::alerting::spawn(state.clone(), stop_rx.clone());
     let shutdown = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -272,6 +277,7 @@ pub async fn serve_with(
         }
     }
     let _ = upkeep.await;
+    let _ = alerting.await;
     tokio::task::block_in_place(|| state.store.sync()).context("final WAL flush failed")?;
     tokio::task::block_in_place(|| state.records.sync())
         .context("final record WAL flush failed")?;

@@ -69,6 +69,19 @@ pub struct Config {
     pub max_concurrent_queries: usize,
     /// Log filter, as in `RUST_LOG` (`info`, `sonde=debug`).
     pub log_level: String,
+    /// Alerting and recording rule files (Prometheus format), as globs.
+    pub rule_files: Vec<String>,
+    /// How often rule groups are evaluated unless a group sets `interval`.
+    pub rule_evaluation_interval: String,
+    /// URLs receiving Alertmanager's webhook payload on alert changes.
+    pub alert_webhooks: Vec<String>,
+    /// Alertmanagers (base URLs) that alerts are sent to.
+    pub alertmanager_urls: Vec<String>,
+    /// How often a firing alert is sent again.
+    pub alert_resend_delay: String,
+    /// Sonde's URL as users reach it, for links in alerts (default
+    /// `http://<api_addr>`).
+    pub external_url: String,
 }
 
 impl Default for Config {
@@ -103,6 +116,12 @@ impl Default for Config {
             query_timeout: "2m".into(),
             max_concurrent_queries: 8,
             log_level: "info".into(),
+            rule_files: Vec::new(),
+            rule_evaluation_interval: "1s".into(),
+            alert_webhooks: Vec::new(),
+            alertmanager_urls: Vec::new(),
+            alert_resend_delay: "1m".into(),
+            external_url: String::new(),
         }
     }
 }
@@ -157,6 +176,15 @@ impl Config {
         let defaults = toml::Table::try_from_defaults();
         for (key, value) in overrides {
             let typed = match defaults.get(&key) {
+                // Lists: comma-separated values.
+                Some(toml::Value::Array(_)) => toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                        .map(|v| toml::Value::String(v.to_string()))
+                        .collect(),
+                ),
                 Some(toml::Value::Integer(_)) => {
                     toml::Value::Integer(value.parse().with_context(|| {
                         format!("setting {key} needs a whole number, got {value:?}")
@@ -280,6 +308,9 @@ impl Defaults for toml::Table {
             ("lookback_delta", &d.lookback_delta),
             ("query_timeout", &d.query_timeout),
             ("log_level", &d.log_level),
+            ("rule_evaluation_interval", &d.rule_evaluation_interval),
+            ("alert_resend_delay", &d.alert_resend_delay),
+            ("external_url", &d.external_url),
         ] {
             t.insert(k.into(), s(v));
         }
@@ -299,6 +330,16 @@ impl Defaults for toml::Table {
             ("max_concurrent_queries", d.max_concurrent_queries),
         ] {
             t.insert(k.into(), i(v));
+        }
+        for (k, v) in [
+            ("rule_files", &d.rule_files),
+            ("alert_webhooks", &d.alert_webhooks),
+            ("alertmanager_urls", &d.alertmanager_urls),
+        ] {
+            t.insert(
+                k.into(),
+                v.iter().map(|s| s.as_str()).collect::<Vec<_>>().into(),
+            );
         }
         t
     }
@@ -398,6 +439,22 @@ mod tests {
         assert_eq!(c.max_series, 20);
         assert_eq!(c.api_addr, "127.0.0.1:2");
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn lists_are_comma_separated_in_flags_and_env() {
+        let args: Vec<String> = ["--rule-files", "rules/*.yml, more/*.yaml"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let env = vec![(
+            "SONDE_ALERT_WEBHOOKS".to_string(),
+            "http://a/hook".to_string(),
+        )];
+        let c = Config::load(&args, env.into_iter()).unwrap();
+        assert_eq!(c.rule_files, ["rules/*.yml", "more/*.yaml"]);
+        assert_eq!(c.alert_webhooks, ["http://a/hook"]);
+        assert!(c.alertmanager_urls.is_empty());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `sonde`: the single binary. `sonde serve` runs the server; more
 //! subcommands (agent, demo, client commands) join as they are built.
 
+mod alerting;
+mod alerting_api;
 mod api;
 mod app;
 mod body;
@@ -9,6 +11,7 @@ mod cli_policies;
 mod cli_records;
 mod config;
 mod demo_cmd;
+mod detect_cmd;
 mod graph_api;
 mod grpc;
 mod jaeger;
@@ -109,6 +112,7 @@ fn run() -> anyhow::Result<()> {
             }
         },
         "demo" => demo_cmd::run(rest, init_logging),
+        "detect" => detect_cmd::run(rest),
         "version" | "--version" => {
             println!("sonde {}", env!("CARGO_PKG_VERSION"));
             Ok(())

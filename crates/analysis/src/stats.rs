@@ -1,0 +1,172 @@
+//! Small numeric building blocks of the detectors: a robust exponentially
+//! weighted location/scale pair and a histogram of deviations that answers
+//! "how often was a deviation at least this large seen?".
+
+/// A location and a scale tracked by exponential weighting, robust to
+/// outliers: each observation is clipped to `location ± clip * scale`
+/// before it moves the location, so one spike moves the baseline by a
+/// bounded amount (a Huber-type M-estimator, updated online).
+#[derive(Debug, Clone, Copy)]
+pub struct RobustEw {
+    /// The location (a robust mean).
+    pub loc: f64,
+    /// Mean absolute deviation around the location.
+    pub mad: f64,
+    /// Points seen; the first few use plain averages so the start is unbiased.
+    pub n: u32,
+}
+
+impl RobustEw {
+    pub const fn new() -> Self {
+        RobustEw {
+            loc: 0.0,
+            mad: 0.0,
+            n: 0,
+        }
+    }
+
+    /// Moves the estimate toward `x` with weight `alpha` (at least `1/n`
+    /// while few points have been seen); `clip` bounds the influence of one
+    /// point in units of the current scale, `floor` is the smallest scale
+    /// used for clipping.
+    #[inline]
+    pub fn update(&mut self, x: f64, alpha: f64, clip: f64, floor: f64) {
+        self.n = self.n.saturating_add(1);
+        if self.n == 1 {
+            self.loc = x;
+            self.mad = 0.0;
+            return;
+        }
+        let a = alpha.max(1.0 / self.n as f64);
+        let dev = x - self.loc;
+        let lim = clip * self.mad.max(floor);
+        let clipped = if self.n > 8 {
+            dev.clamp(-lim, lim)
+        } else {
+            dev
+        };
+        self.loc += a * clipped;
+        // The scale sees clipped deviations too, but with a looser clip so
+        // it can grow when the series becomes noisier.
+        let d = dev.abs().min(2.0 * lim.max(floor));
+        let d = if self.n > 8 { d } else { dev.abs() };
+        self.mad += a * (d - self.mad);
+    }
+}
+
+impl Default for RobustEw {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn robust_location_ignores_one_spike() {
+        let mut r = RobustEw::new();
+        for i in 0..200 {
+            r.update(10.0 + (i % 3) as f64 * 0.1, 0.05, 3.0, 1e-9);
+        }
+        let before = r.loc;
+        r.update(1e6, 0.05, 3.0, 1e-9);
+        assert!((r.loc - before).abs() < 0.05, "{} -> {}", before, r.loc);
+    }
+}
+
+/// Bins of the surprise histogram: half-octaves of the deviation, from 0.5.
+pub const TAIL_BINS: usize = 24;
+
+/// The distribution of a series' deviations, learnt online: how often
+/// deviations at least this large have been seen, with old points
+/// forgotten exponentially. Bins are half-octaves of the deviation from 0.5
+/// up (the last bin is open), so heavy-tailed series (spiky counters) and
+/// quiet ones (temperatures) are both described; beyond what the history
+/// holds, a Pareto prior of one pseudo-point extrapolates the tail.
+#[derive(Debug, Clone)]
+pub struct TailHistogram {
+    counts: [f32; TAIL_BINS],
+    total: f32,
+    /// Weight of the next point; grows instead of decaying every bin.
+    inc: f32,
+}
+
+impl TailHistogram {
+    pub const fn new() -> Self {
+        TailHistogram {
+            counts: [0.0; TAIL_BINS],
+            total: 0.0,
+            inc: 1.0,
+        }
+    }
+
+    /// Judges a deviation `u`, given as `log2(u)`: returns `P(U >= u)`
+    /// under the history plus a prior of `prior` pseudo-points spread as a
+    /// Pareto tail `min(1, u^-gamma)`; then learns `u`, forgetting older
+    /// deviations at rate `alpha`. Beyond the largest deviations seen, their
+    /// own mass continues as a Pareto tail of exponent `tail_gamma`.
+    #[inline]
+    pub fn observe(
+        &mut self,
+        log2_u: f64,
+        prior: f64,
+        gamma: f64,
+        tail_gamma: f64,
+        alpha: f64,
+    ) -> f64 {
+        // Half-octave bins from u = 0.5.
+        let pos = (2.0 * (log2_u + 1.0)).clamp(0.0, TAIL_BINS as f64 - 1e-9);
+        let k = pos as usize;
+        let frac = pos - pos.floor();
+        // The weight at or above u (within u's own bin, a linear share).
+        // Small deviations are the common case: sum the few bins below
+        // them; the tail is summed directly, so rare events stay exact.
+        let share = (1.0 - frac as f32) * self.counts[k];
+        let mut above = if k < TAIL_BINS / 2 {
+            let below: f32 = self.counts[..k].iter().sum();
+            (self.total - below - self.counts[k] + share).max(0.0)
+        } else {
+            self.counts[k + 1..].iter().sum::<f32>() + share
+        };
+        if tail_gamma > 0.0 {
+            // Beyond the largest deviations seen, their own mass continues
+            // as a Pareto tail: a spike a little larger than the usual
+            // spikes is not a new kind of event.
+            if let Some(m) = (0..=k).rev().find(|&j| self.counts[j] > 0.0) {
+                let edge_log2 = (m + 1) as f64 / 2.0 - 1.0;
+                let cont = if log2_u <= edge_log2 {
+                    1.0
+                } else {
+                    (tail_gamma * (edge_log2 - log2_u)).exp2()
+                };
+                above = above.max(self.counts[m] * cont as f32);
+            }
+        }
+        let scale = 1.0 / self.inc as f64;
+        let p_prior = if log2_u <= 0.0 {
+            1.0
+        } else {
+            (-gamma * log2_u).exp2()
+        };
+        let p = (above as f64 * scale + prior * p_prior) / (self.total as f64 * scale + prior);
+
+        self.counts[k] += self.inc;
+        self.total += self.inc;
+        self.inc /= (1.0 - alpha) as f32;
+        if self.inc > 1e12 {
+            let s = 1.0 / self.inc;
+            self.counts.iter_mut().for_each(|c| *c *= s);
+            self.total *= s;
+            self.inc = 1.0;
+        }
+        p
+    }
+}
+
+impl Default for TailHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,132 @@
+//! The detector on synthetic series with one injected anomaly each: the
+//! anomaly must score highest, near where it was injected, and the rest of
+//! the series must score low.
+
+use sonde_analysis::{Detector, DetectorConfig};
+
+const STEP_MS: i64 = 300_000; // five minutes
+const T0: i64 = 1_700_006_400_000; // a UTC midnight
+
+/// A small deterministic noise source (xorshift), roughly uniform in [-1, 1].
+struct Noise(u64);
+
+impl Noise {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+    }
+}
+
+/// Runs the default detector; returns the scores.
+fn scores(values: &[f64]) -> Vec<f64> {
+    let mut d = Detector::new(DetectorConfig::default());
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| d.update(T0 + i as i64 * STEP_MS, v).score)
+        .collect()
+}
+
+/// The highest score must fall within `near` of `at` (at or after it: the
+/// detector is causal) and raise an alert; outside `[at - 5, at + settle)`
+/// no score after the learning period may reach the alert level.
+fn check(name: &str, values: &[f64], at: usize, near: usize, settle: usize) {
+    let alert = DetectorConfig::default().alert_score;
+    let s = scores(values);
+    let (argmax, max) = s
+        .iter()
+        .enumerate()
+        .fold((0, f64::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+    assert!(
+        argmax >= at && argmax <= at + near,
+        "{name}: highest score {max:.3} at {argmax}, injected at {at}"
+    );
+    assert!(max >= alert, "{name}: the anomaly scored only {max:.3}");
+    let learn = 600;
+    for (i, &v) in s.iter().enumerate().skip(learn) {
+        if i + 5 >= at && i < at + settle {
+            continue;
+        }
+        assert!(
+            v < alert,
+            "{name}: score {v:.3} at {i}, away from the anomaly at {at}"
+        );
+    }
+}
+
+#[test]
+fn daily_sine_with_noise_and_a_spike() {
+    let mut noise = Noise(0x9e37_79b9_7f4a_7c15);
+    let day = 288.0;
+    let mut v: Vec<f64> = (0..4032)
+        .map(|i| {
+            50.0 + 20.0 * (2.0 * std::f64::consts::PI * i as f64 / day).sin() + 2.0 * noise.next()
+        })
+        .collect();
+    v[3000] += 25.0;
+    check("sine + spike", &v, 3000, 2, 300);
+}
+
+#[test]
+fn level_shift() {
+    let mut noise = Noise(42);
+    let v: Vec<f64> = (0..3000)
+        .map(|i| if i < 2000 { 10.0 } else { 16.0 } + noise.next())
+        .collect();
+    check("level shift", &v, 2000, 10, 400);
+}
+
+#[test]
+fn flat_line_with_one_drop() {
+    let mut v = vec![5.0; 2500];
+    v[1800] = 0.0;
+    check("flat line + drop", &v, 1800, 0, 300);
+}
+
+#[test]
+fn explanation_says_what_was_expected() {
+    let mut d = Detector::new(DetectorConfig::default());
+    let mut last = None;
+    for i in 0..1200 {
+        let v = if i == 1100 {
+            100.0
+        } else {
+            10.0 + (i % 5) as f64 * 0.1
+        };
+        let a = d.update(T0 + i * STEP_MS, v);
+        if i == 1100 {
+            last = Some(a);
+        } else if a.score < DetectorConfig::default().explain_above {
+            assert!(
+                a.explanation.is_empty(),
+                "no explanation is built for ordinary points"
+            );
+        }
+    }
+    let a = last.unwrap();
+    println!("{}", a.explanation);
+    assert!(
+        a.score >= DetectorConfig::default().explain_above,
+        "score {}",
+        a.score
+    );
+    assert!(a.expected_high < 20.0 && a.expected_low > 0.0, "{a:?}");
+    assert!(
+        a.explanation
+            .starts_with("observed 100 above the expected range"),
+        "{}",
+        a.explanation
+    );
+}
+
+#[test]
+fn non_finite_values_are_ignored() {
+    let mut d = Detector::new(DetectorConfig::default());
+    for i in 0..500 {
+        let v = if i % 50 == 0 { f64::NAN } else { 1.0 };
+        let a = d.update(T0 + i * STEP_MS, v);
+        assert!((0.0..=1.0).contains(&a.score));
+    }
+}
