@@ -688,6 +688,7 @@ pub async fn self_metrics(State(state): State<AppState>) -> Response {
     state
         .metrics
         .render_records(&mut text, &state.records, &state.tail);
+    state.alerting.render_metrics(&mut text);
     let mut resp = text.into_response();
     resp.headers_mut().insert(
         "content-type",

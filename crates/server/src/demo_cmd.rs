@@ -78,13 +78,46 @@ fn demo_flags(args: &[String]) -> anyhow::Result<(DemoConfig, bool, Vec<String>)
     Ok((demo, agent, rest))
 }
 
+/// The demo's alerts, used when no `rule_files` are configured: the
+/// incidents the simulation injects should be caught.
+const DEMO_RULES: &str = r#"groups:
+  - name: shop
+    rules:
+      - record: service:server_errors:ratio_rate1m
+        expr: |
+          sum by (service_name) (rate(traces_span_metrics_calls_total{span_kind="SPAN_KIND_SERVER",status_code="STATUS_CODE_ERROR"}[1m]))
+          / sum by (service_name) (rate(traces_span_metrics_calls_total{span_kind="SPAN_KIND_SERVER"}[1m]))
+      - alert: HighErrorRate
+        expr: service:server_errors:ratio_rate1m > 0.05
+        for: 10s
+        keep_firing_for: 30s
+        labels: {severity: page}
+        annotations:
+          summary: '{{ $labels.service_name }}: {{ $value | humanizePercentage }} of requests fail'
+      - alert: LatencyAnomaly
+        expr: histogram_quantile(0.95, sum by (service_name, le) (rate(traces_span_metrics_duration_seconds_bucket{span_kind="SPAN_KIND_SERVER"}[1m])))
+        anomaly: {score_above: 0.8}
+        labels: {severity: warn}
+        annotations:
+          summary: '{{ $labels.service_name }} p95 latency is unusual'
+          description: '{{ $explanation }}'
+"#;
+
 pub fn run(
     args: &[String],
     init_logging: impl FnOnce(&str) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let (mut demo, with_agent, rest) = demo_flags(args)?;
-    let config = Config::load(&rest, std::env::vars())?;
+    let mut config = Config::load(&rest, std::env::vars())?;
     init_logging(&config.log_level)?;
+    if config.rule_files.is_empty() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+        let path = config.data_dir.join("demo-rules.yml");
+        std::fs::write(&path, DEMO_RULES)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        config.rule_files = vec![path.to_string_lossy().into_owned()];
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sonde")
@@ -120,7 +153,8 @@ pub fn run(
              Traces:   sonde traces --service checkout --errors true\n  \
              Logs:     sonde logs --service checkout --follow true\n  \
              Jaeger:   {api}/api/services (Grafana's Jaeger data source)\n  \
-             Policies: sonde policy set debug --scope service:payments --sampling 0.1 --ttl 5m\n\n  \
+             Policies: sonde policy set debug --scope service:payments --sampling 0.1 --ttl 5m\n  \
+             Alerts:   {api}/api/v1/alerts (rules in the data dir's demo-rules.yml)\n\n  \
              Ctrl-C stops it.\n"
         );
         Ok(Box::new(Running { demo, agent }) as Box<dyn Companion>)
