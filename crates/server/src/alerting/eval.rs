@@ -26,6 +26,8 @@ const DETECTOR_IDLE_MS: i64 = 60 * 60 * 1000;
 pub trait Backend {
     fn query(&self, expr: &str, t: i64) -> Result<Value, String>;
     fn append(&self, series: &[Series]) -> Result<(), String>;
+    /// Records that an anomaly rule started to find `series` anomalous.
+    fn anomaly(&self, _rule: &str, _series: &Labels, _assessment: &Assessment, _t: i64) {}
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +93,8 @@ pub struct RuleState {
     written: HashSet<Labels>,
     /// Anomaly rules: one detector per watched series, with when it was last seen.
     detectors: HashMap<Labels, (Detector, i64)>,
+    /// Anomaly rules: the series anomalous at the last evaluation.
+    anomalous: HashSet<Labels>,
 }
 
 pub struct GroupState {
@@ -342,6 +346,18 @@ fn eval_alerting(
         Some(threshold) => score_anomalies(rs, samples, t, threshold),
         None => samples.into_iter().map(|(l, v)| (l, v, None)).collect(),
     };
+    // A series newly found anomalous becomes an event, once per episode.
+    for (series, _, assessment) in &samples {
+        if let Some(a) = assessment {
+            if rs.anomalous.insert(series.clone()) {
+                backend.anomaly(&rule.name, series, a, t);
+            }
+        }
+    }
+    if spec.anomaly.is_some() {
+        let current: HashSet<&Labels> = samples.iter().map(|(l, _, _)| l).collect();
+        rs.anomalous.retain(|l| current.contains(l));
+    }
     let mut results: BTreeMap<Labels, (f64, Vec<(String, String)>)> = BTreeMap::new();
     for (series, value, assessment) in samples {
         let mut vars = vec![

@@ -11,6 +11,7 @@ use std::time::Duration;
 struct Fake {
     result: Mutex<Vec<(Labels, f64)>>,
     appended: Mutex<Vec<Series>>,
+    anomalies: Mutex<Vec<(String, Labels, i64)>>,
 }
 
 impl Backend for Fake {
@@ -31,6 +32,11 @@ impl Backend for Fake {
     fn append(&self, series: &[Series]) -> Result<(), String> {
         self.appended.lock().extend_from_slice(series);
         Ok(())
+    }
+    fn anomaly(&self, rule: &str, series: &Labels, _a: &sonde_analysis::Assessment, t: i64) {
+        self.anomalies
+            .lock()
+            .push((rule.to_string(), series.clone(), t));
     }
 }
 
@@ -250,6 +256,15 @@ fn anomaly_rules_alert_on_anomalous_series() {
         }
     }
     let n = fired.expect("the level shift raises an alert");
+    // One event when the series turned anomalous, not one per evaluation.
+    let events = fake.anomalies.lock();
+    assert!(!events.is_empty(), "no anomaly event");
+    assert!(events.iter().all(|(r, series, t)| r == "Odd"
+        && series.get("service") == Some("checkout")
+        && *t >= 600_000));
+    let episodes = events.len();
+    assert!(episodes <= 3, "{episodes} events for one level shift");
+    drop(events);
     assert_eq!(n.labels.get("service"), Some("checkout"));
     assert!(
         n.annotations[0].1.contains("observed 5000"),

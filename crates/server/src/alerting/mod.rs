@@ -278,6 +278,74 @@ impl Backend for App {
             _ => Ok(()),
         }
     }
+
+    /// An `anomaly.detected` event: listed by `/api/v1/events`, streamed by
+    /// the live tail, attributed to the series' service when it names one.
+    fn anomaly(
+        &self,
+        rule: &str,
+        series: &sonde_model::Labels,
+        a: &sonde_analysis::Assessment,
+        t: i64,
+    ) {
+        use sonde_model::records::{AttrValue, LogRecord, Origin};
+        let service = ["service_name", "job", "service"]
+            .iter()
+            .find_map(|k| series.get(k))
+            .unwrap_or("sonde")
+            .to_string();
+        let mut attributes = vec![
+            ("alert.rule".to_string(), AttrValue::Str(rule.to_string())),
+            ("anomaly.score".to_string(), AttrValue::Double(a.score)),
+            (
+                "anomaly.observed".to_string(),
+                AttrValue::Double(a.observed),
+            ),
+            (
+                "anomaly.expected_low".to_string(),
+                AttrValue::Double(a.expected_low),
+            ),
+            (
+                "anomaly.expected_high".to_string(),
+                AttrValue::Double(a.expected_high),
+            ),
+            (
+                "anomaly.series".to_string(),
+                AttrValue::Str(series.to_string()),
+            ),
+        ];
+        attributes.extend(series.iter().map(|l| {
+            (
+                format!("series.{}", l.name),
+                AttrValue::Str(l.value.clone()),
+            )
+        }));
+        let t_ns = t.saturating_mul(1_000_000);
+        let event = LogRecord {
+            time_ns: t_ns,
+            observed_ns: t_ns,
+            severity_number: 13,
+            severity_text: "WARN".into(),
+            body: a.describe(),
+            event_name: "anomaly.detected".into(),
+            trace_id: None,
+            span_id: None,
+            flags: 0,
+            origin: std::sync::Arc::new(Origin {
+                service,
+                scope_name: "sonde.alerting".into(),
+                ..Origin::default()
+            }),
+            attributes,
+        };
+        if self.tail.has_subscribers() {
+            self.tail
+                .publish(crate::tail::TailBatch::Logs(vec![event.clone()]));
+        }
+        if let Err(e) = self.records.append_logs(vec![event]) {
+            tracing::warn!("cannot store an anomaly event: {e}");
+        }
+    }
 }
 
 /// Runs the rules until `stop`: the notifiers, a task per group, and the
