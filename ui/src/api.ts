@@ -1,6 +1,9 @@
 // Talking to the Sonde API: JSON helpers whose errors carry the server's
 // own message, a shared "is the server reachable" state, and SSE.
 import { Store } from './store';
+import type { Metric } from './series';
+export { seriesName } from './series';
+export type { Metric } from './series';
 
 export class ApiError extends Error {
   constructor(message: string, public status = 0, public kind = 'error') {
@@ -14,7 +17,7 @@ export class ApiError extends Error {
 /** true while the last request reached the server. */
 export const connection = new Store<{ up: boolean; since: number; message: string }>({ up: true, since: Date.now(), message: '' });
 
-function markUp() {
+export function markUp() {
   if (!connection.get().up) connection.set({ up: true, since: Date.now(), message: '' });
 }
 function markDown(message: string) {
@@ -82,7 +85,6 @@ export function send<T>(method: string, path: string, body?: unknown): Promise<T
 
 // --- Prometheus API --------------------------------------------------------
 
-export type Metric = Record<string, string>;
 export interface MatrixSeries {
   metric: Metric;
   values: [number, string][];
@@ -118,17 +120,6 @@ export function cached<T>(path: string, params?: Params, ttlMs = 30_000): Promis
 
 export function metricNames() {
   return cached<string[]>('/api/v1/label/__name__/values', undefined, 5000);
-}
-
-/** A series' name as Prometheus prints it: name{a="b", ...}. */
-export function seriesName(m: Metric): string {
-  const name = m.__name__ ?? '';
-  const labels = Object.keys(m)
-    .filter((k) => k !== '__name__')
-    .sort()
-    .map((k) => `${k}="${m[k]}"`)
-    .join(', ');
-  return labels ? `${name}{${labels}}` : name || '{}';
 }
 
 // --- Traces, logs ---------------------------------------------------------

@@ -35,6 +35,21 @@ export interface ChartProps {
   testId?: string;
 }
 
+// uPlot's time axis labels, but at ticks of seconds the first one (and each
+// new minute) gets the time alone under it: with the date too it is wide
+// enough to run into the next minute's label.
+//   tick incr, default, rollover of year, month, day, hour, minute, second, mode (1: append)
+const NL_HM = '\n{h}:{mm}{aa}';
+const TIME_AXIS: uPlot.Axis.TimeValuesConfig = [
+  [365 * 86400, '{YYYY}', null, null, null, null, null, null, 1],
+  [28 * 86400, '{MMM}', '\n{YYYY}', null, null, null, null, null, 1],
+  [86400, '{M}/{D}', '\n{YYYY}', null, null, null, null, null, 1],
+  [3600, '{h}{aa}', '\n{M}/{D}/{YY}', null, '\n{M}/{D}', null, null, null, 1],
+  [60, '{h}:{mm}{aa}', '\n{M}/{D}/{YY}', null, '\n{M}/{D}', null, null, null, 1],
+  [1, ':{ss}', NL_HM, null, NL_HM, null, NL_HM, null, 1],
+  [0.001, ':{ss}.{fff}', NL_HM, null, NL_HM, null, NL_HM, null, 1],
+];
+
 function makeOpts(p: ChartProps, width: number, _t: Theme, readout: HTMLDivElement): uPlot.Options {
   const fg = css('--muted');
   const grid = css('--grid');
@@ -68,7 +83,7 @@ function makeOpts(p: ChartProps, width: number, _t: Theme, readout: HTMLDivEleme
       }),
     ],
     axes: [
-      { stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 }, font: '11px system-ui, sans-serif' },
+      { stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 }, font: '11px system-ui, sans-serif', values: TIME_AXIS },
       {
         stroke: fg,
         grid: { stroke: grid, width: 1 },

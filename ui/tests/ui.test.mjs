@@ -82,6 +82,62 @@ test('overview shows services with RED from the HTTP histograms, hosts and event
   await page.close();
 });
 
+test('overview and hosts sparklines are pushed: one stream for all the queries of a range and step, no polling', async () => {
+  const page = await open('/overview?range=15m&refresh=1s');
+  const reqs = [];
+  page.on('request', (r) => reqs.push(r.url()));
+  const streams = () => reqs.filter((u) => u.includes('/api/v1/stream/query_range')).map((u) => new URL(u).searchParams);
+  const polls = () => reqs.filter((u) => u.includes('/api/v1/query_range'));
+  await page.reload();
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=host-row]').length === 2);
+  await page.waitForFunction(() => document.querySelector('[data-testid=services]')?.dataset.mode === 'push' && document.querySelector('[data-testid=hosts]')?.dataset.mode === 'push');
+  // the three service sparklines and the four host ones share a stream
+  assert.equal(streams().length, 1, reqs.join('\n'));
+  assert.equal(streams()[0].getAll('query').length, 7);
+  assert.equal(streams()[0].get('step'), '10');
+  // and move without a poll: the host list's newest update comes from the stream
+  const at = await page.$eval('[data-testid=hosts]', (e) => Number(e.dataset.updated));
+  await page.waitForFunction((t) => Number(document.querySelector('[data-testid=hosts]').dataset.updated) >= t + 2000, at, { timeout: 10_000 });
+  assert.deepEqual(polls(), [], 'nothing polled query_range');
+  assert.equal(streams().length, 1, 'the stream stayed open');
+  // Hosts: the list (a step of 10 s) and the host's four charts (1 s): two streams.
+  reqs.length = 0;
+  await page.goto(sonde.url + '/hosts?range=15m&refresh=1s');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=host-chart] canvas').length === 4);
+  await page.waitForFunction(() => document.querySelector('[data-testid=hosts]')?.dataset.mode === 'push');
+  await page.waitForTimeout(2500);
+  const s = streams();
+  assert.equal(s.length, 2, reqs.join('\n'));
+  assert.deepEqual(s.map((p) => [p.get('step'), p.getAll('query').length]).sort(), [['1', 4], ['10', 4]]);
+  assert.deepEqual(polls(), [], 'nothing polled query_range');
+  noProblems();
+  await page.close();
+});
+
+test('against a server without the stream endpoint (404), the charts and sparklines poll', async () => {
+  const page = await context.newPage();
+  problems = [];
+  page.on('console', (m) => m.type() === 'error' && problems.push(`console: ${m.text()}`));
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  await page.route('**/api/v1/stream/query_range**', (route) =>
+    route.fulfill({ status: 404, contentType: 'application/json', body: JSON.stringify({ status: 'error', errorType: 'not_found', error: 'not found' }) }),
+  );
+  let polls = 0;
+  page.on('request', (r) => r.url().includes('/api/v1/query_range') && polls++);
+  await page.goto(sonde.url + '/overview?range=15m&refresh=1s');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=host-row]').length === 2);
+  await page.waitForFunction(() => document.querySelector('[data-testid=services]')?.dataset.mode === 'poll' && document.querySelector('[data-testid=hosts]')?.dataset.mode === 'poll');
+  const n = polls;
+  await page.waitForFunction((t) => Number(document.querySelector('[data-testid=hosts]').dataset.updated) >= t + 1500, Date.now());
+  assert.ok(polls > n, 'query_range is polled on each tick');
+  await page.goto(`${sonde.url}/explore?range=5m&refresh=1s&q=${encodeURIComponent('sum by (job) (rate(http_server_request_duration_seconds_count[30s]))')}`);
+  await page.getByTestId('chart-status').getByText('polled every 1s').waitFor();
+  const first = Number(await page.getByTestId('chart-status').getAttribute('data-last-ts'));
+  await page.waitForFunction((t) => Number(document.querySelector('[data-testid=chart-status]').dataset.lastTs) >= t + 2, first, { timeout: 15_000 });
+  noProblems(/status of 404/);
+  await page.close();
+});
+
 test('the metrics explorer completes names and label values, and its chart keeps gaining points', async () => {
   const page = await open('/explore?range=5m&refresh=1s');
   const ed = page.getByTestId('promql');
@@ -125,6 +181,8 @@ test('a PromQL error shows the server message', async () => {
   const text = await box.textContent();
   assert.ok(text.includes(msg), `${text} should include ${msg}`);
   assert.ok(text.includes('bad_data'));
+  // a query the server refused is not live
+  assert.doesNotMatch(await page.getByTestId('chart-status').textContent(), /pushed|polled/);
   await shot(page, 'explore-error');
   await page.close();
 });

@@ -29,6 +29,9 @@ use crate::records_api::parse_duration_ns;
 /// Points per series per window, as for `query_range`.
 const MAX_POINTS: i64 = 11_000;
 const MAX_QUERIES: usize = 20;
+/// How long after a step boundary its value is computed: samples stamped
+/// just before the boundary are still arriving.
+const BOUNDARY_SLACK_MS: i64 = 50;
 
 struct Live {
     state: AppState,
@@ -137,8 +140,13 @@ pub async fn query_range(State(state): State<AppState>, RawQuery(q): RawQuery) -
             return Some((Ok::<_, Infallible>(ev), (live, None)));
         }
         loop {
+            // Wake just after the next step boundary (at most a second
+            // away), so a new step is computed as soon as it exists.
+            let now = live.state.clock.now_ms();
+            let next = align(now, live.step_ms) + live.step_ms;
+            let wait = (next - now + BOUNDARY_SLACK_MS).clamp(10, 1000) as u64;
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(live.step_ms.min(1000) as u64)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
                 _ = live.closing.wait_for(|c| *c) => return None,
             }
             let end = align(live.state.clock.now_ms(), live.step_ms);

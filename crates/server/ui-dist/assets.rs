@@ -2,17 +2,17 @@
 // Included by crates/server/src/ui.rs.
 
 /// FNV-1a 64 of the UI sources this bundle was built from.
-pub const SOURCE_HASH: &str = "9410663050b083ca";
+pub const SOURCE_HASH: &str = "0ba857f9ad56d4eb";
 
 #[rustfmt::skip]
 pub static ASSETS: &[Asset] = &[
     Asset {
-        path: "/assets/index-Cfx70QUg.js",
+        path: "/assets/index-DB9kzppj.js",
         mime: "text/javascript; charset=utf-8",
-        etag: "\"461620648a6f5c9b\"",
+        etag: "\"8f80f0f41703e48c\"",
         immutable: true,
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-Cfx70QUg.js")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-Cfx70QUg.js.gz"))),
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DB9kzppj.js")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DB9kzppj.js.gz"))),
     },
     Asset {
         path: "/assets/index-ZfYNkSBh.css",
@@ -33,7 +33,7 @@ pub static ASSETS: &[Asset] = &[
     Asset {
         path: "/index.html",
         mime: "text/html; charset=utf-8",
-        etag: "\"39818c96c488ec36\"",
+        etag: "\"f0e87af847cc326c\"",
         immutable: false,
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/index.html")),
         gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/index.html.gz"))),

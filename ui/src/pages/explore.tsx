@@ -18,7 +18,7 @@ export function Explore() {
   const [draft, setDraft] = useState(q);
   useEffect(() => setDraft(q), [q]);
   const tick = useTick();
-  const r = useRangeQuery(q, range, tick, { points: 720, push: true });
+  const r = useRangeQuery(q, range, tick, { points: 720 });
   const [hidden, setHidden] = useState<Set<number>>(new Set());
   useEffect(() => setHidden(new Set()), [q]);
   const labels = useMemo(() => r.series.map((s) => seriesName(s.metric)), [r.series]);

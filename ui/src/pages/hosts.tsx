@@ -83,10 +83,10 @@ function HostDetail({ host, tick, entity }: { host: string; tick: number; entity
   const { range } = useRange();
   const h = `instance="${esc(host)}"`;
   const points = 900; // one point a second over 15 minutes
-  const cpu = useRangeQuery(host ? `avg by (state) (irate(system_cpu_time_seconds_total{${h},state!="idle"}[30s]))` : '', range, tick, { points, push: true });
-  const mem = useRangeQuery(host ? `sum by (state) (system_memory_usage_bytes{${h}})` : '', range, tick, { points, push: true });
-  const net = useRangeQuery(host ? `sum by (direction) (irate(system_network_io_bytes_total{${h}}[30s]))` : '', range, tick, { points, push: true });
-  const disk = useRangeQuery(host ? `sum by (direction) (irate(system_disk_io_bytes_total{${h}}[30s]))` : '', range, tick, { points, push: true });
+  const cpu = useRangeQuery(host ? `avg by (state) (irate(system_cpu_time_seconds_total{${h},state!="idle"}[30s]))` : '', range, tick, { points });
+  const mem = useRangeQuery(host ? `sum by (state) (system_memory_usage_bytes{${h}})` : '', range, tick, { points });
+  const net = useRangeQuery(host ? `sum by (direction) (irate(system_network_io_bytes_total{${h}}[30s]))` : '', range, tick, { points });
+  const disk = useRangeQuery(host ? `sum by (direction) (irate(system_disk_io_bytes_total{${h}}[30s]))` : '', range, tick, { points });
   return (
     <div class="host-detail">
       {entity && (

@@ -122,7 +122,7 @@ function Services({ tick, names }: { tick: number; names: string[] | null }) {
       ) : rows.length === 0 ? (
         <Empty hint="Point an OpenTelemetry SDK at the OTLP port (4317 gRPC, 4318 HTTP) or run `sonde demo`.">No services have sent data yet.</Empty>
       ) : (
-        <table class="grid services" data-testid="services">
+        <table class="grid services" data-testid="services" data-mode={hist ? rate.mode : ''} data-updated={rate.updatedAt}>
           <colgroup>
             <col style={{ width: '22%' }} />
             <col style={{ width: '17%' }} />
@@ -249,7 +249,7 @@ export function HostsPanel({ tick, names, title = 'Hosts' }: { tick: number; nam
       ) : hosts.length === 0 ? (
         <Empty hint={<>Run <code>sonde agent --endpoint http://127.0.0.1:4318</code> on each host.</>}>No host metrics yet.</Empty>
       ) : (
-        <table class="grid hosts" data-testid="hosts">
+        <table class="grid hosts" data-testid="hosts" data-mode={cpu.mode} data-updated={cpu.updatedAt}>
           <colgroup>
             <col style={{ width: '22%' }} />
             <col style={{ width: '26%' }} />
