@@ -288,6 +288,8 @@ fn set(c: &mut DetectorConfig, k: &str, v: &str) {
         "alert_score" => c.alert_score = f(),
         "suppress_points" => c.suppress_points = u(),
         "suppress_factor" => c.suppress_factor = f(),
+        "spike_z" => c.spike_z = f(),
+        "spike_k" => c.spike_k = f(),
         _ => panic!("unknown field {k}"),
     }
 }

@@ -11,7 +11,12 @@
 //! behaviour, comparable across series whatever their noise: a spike in a
 //! spiky series is ordinary, the same spike in a quiet one is not. Beyond
 //! the largest deviations seen, the tail is extrapolated with Pareto decay,
-//! from the history's own largest deviations and from a weak prior.
+//! from the history's own largest deviations and from a weak prior. Each
+//! model also learns how often the series spikes (deviations beyond
+//! `spike_z`); in a series that spikes often, a single point's surprise is
+//! scaled down (`1 / (1 + spike_k * rate)`), so a spike a little larger than
+//! the earlier ones is not taken for an incident, while runs still count
+//! in full.
 //!
 //! The score is `-ln p / 23` (p = 1e-10 scores 1), with the smallest p of
 //! the checks, corrected for the number of checks. After an alert, scores
@@ -72,6 +77,10 @@ pub struct DetectorConfig {
     pub explain_above: f64,
     /// Half-width of the reported expected range, in units of the spread.
     pub range_width: f64,
+    /// Deviation (in error units) that counts as a spike for the spike rate.
+    pub spike_z: f64,
+    /// How strongly a learnt spike rate softens single-point evidence (0: off).
+    pub spike_k: f64,
 }
 
 impl Default for DetectorConfig {
@@ -99,6 +108,8 @@ impl Default for DetectorConfig {
             weekly: true,
             explain_above: 0.25,
             range_width: 3.0,
+            spike_z: 6.0,
+            spike_k: 10.0,
         }
     }
 }
@@ -181,6 +192,8 @@ struct Channel {
     /// Short-term mean of ln(1 + z): a run of moderate deviations.
     run_ln: f64,
     run: TailHistogram,
+    /// Long-run share of points deviating by more than `spike_z`.
+    spike_rate: f32,
     /// Points judged; the first `channel_warmup` only teach.
     n: u32,
 }
@@ -191,6 +204,7 @@ impl Channel {
             point: TailHistogram::new(),
             run_ln: 0.0,
             run: TailHistogram::new(),
+            spike_rate: 0.0,
             n: 0,
         }
     }
@@ -217,6 +231,16 @@ impl Channel {
             c.tail_gamma,
             c.long_alpha,
         );
+        // In a series that spikes often, a lone spike is weaker evidence:
+        // its surprise is scaled down by the learnt spike rate.
+        let p_point = if c.spike_k > 0.0 {
+            p_point.powf(1.0 / (1.0 + c.spike_k * self.spike_rate as f64))
+        } else {
+            p_point
+        };
+        let hit = if z > c.spike_z { 1.0 } else { 0.0 };
+        let a = c.long_alpha.max(1.0 / (self.n as f64 + 1.0)) as f32;
+        self.spike_rate += a * (hit - self.spike_rate);
         self.n = self.n.saturating_add(1);
         if self.n <= c.channel_warmup {
             return 1.0;
