@@ -13,6 +13,9 @@ import { TraceView } from './pages/trace';
 import { Logs } from './pages/logs';
 import { Hosts } from './pages/hosts';
 import { Policies } from './pages/policies';
+import { Alerts } from './pages/alerts';
+import { Anomalies } from './pages/anomalies';
+import { ServiceMap } from './pages/servicemap';
 import { installBench } from './bench';
 
 const PAGES = [
@@ -20,6 +23,9 @@ const PAGES = [
   { path: '/explore', key: 'm', label: 'Metrics', icon: 'M3 17l5-6 4 4 8-10M3 21h18' },
   { path: '/traces', key: 't', label: 'Traces', icon: 'M4 5h10M7 10h10M10 15h8M6 20h6' },
   { path: '/logs', key: 'l', label: 'Logs & events', icon: 'M4 6h16M4 10h16M4 14h10M4 18h13' },
+  { path: '/service-map', key: 's', label: 'Service map', icon: 'M4 6h5v4H4zM15 4h5v4h-5zM15 16h5v4h-5zM9 8l6-2M9 8l6 10' },
+  { path: '/alerts', key: 'a', label: 'Alerts', icon: 'M12 3a6 6 0 016 6v4l2 3H4l2-3V9a6 6 0 016-6zM10 19a2 2 0 004 0' },
+  { path: '/anomalies', key: 'n', label: 'Anomalies', icon: 'M3 17l4-4 3 3 4-8 3 5h4M17 5h.01' },
   { path: '/hosts', key: 'h', label: 'Hosts', icon: 'M4 4h16v6H4zM4 14h16v6H4zM7 7h.01M7 17h.01' },
   { path: '/policies', key: 'p', label: 'Policies', icon: 'M12 3l8 4v5c0 5-3.5 8-8 9-4.5-1-8-4-8-9V7z' },
 ];
@@ -238,6 +244,9 @@ function App() {
   else if (path.startsWith('/traces')) [page, title] = [<Traces />, 'Traces'];
   else if (path.startsWith('/logs')) [page, title] = [<Logs />, 'Logs & events'];
   else if (path.startsWith('/hosts')) [page, title] = [<Hosts />, 'Hosts'];
+  else if (path.startsWith('/alerts')) [page, title] = [<Alerts />, 'Alerts'];
+  else if (path.startsWith('/anomalies')) [page, title] = [<Anomalies />, 'Anomalies'];
+  else if (path.startsWith('/service-map')) [page, title] = [<ServiceMap />, 'Service map'];
   else if (path.startsWith('/policies')) [page, title] = [<Policies />, 'Policies'];
   else [page, title] = [<div class="empty">No such page. <a href="/overview">Go to the overview</a>.</div>, 'Not found'];
   useEffect(() => {

@@ -33,8 +33,10 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export class Sonde {
   /** `command`: serve, or demo (the server plus its simulated shop and agent). */
-  constructor(command = 'serve') {
+  constructor(command = 'serve', { args = [] } = {}) {
     this.command = command;
+    /** extra flags for the command, e.g. ['--rule-files', path] */
+    this.args = args;
   }
   async start() {
     const bin = sondeBin();
@@ -48,7 +50,7 @@ export class Sonde {
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SONDE_')));
     this.proc = spawn(
       bin,
-      [this.command, '--data-dir', join(this.tmp, 'data'), '--api-addr', `127.0.0.1:${this.apiPort}`, '--otlp-grpc-addr', `127.0.0.1:${this.grpcPort}`, '--otlp-http-addr', `127.0.0.1:${this.httpPort}`, '--log-level', 'warn'],
+      [this.command, '--data-dir', join(this.tmp, 'data'), '--api-addr', `127.0.0.1:${this.apiPort}`, '--otlp-grpc-addr', `127.0.0.1:${this.grpcPort}`, '--otlp-http-addr', `127.0.0.1:${this.httpPort}`, '--log-level', 'warn', ...this.args],
       { stdio: ['ignore', log, log], env: { ...env, NO_COLOR: '1' } },
     );
     const deadline = Date.now() + 30_000;
@@ -238,6 +240,52 @@ export function traceBody(startMs, { n = 5, error = false, traceId = hex(16) } =
     traces: { resourceSpans: [...by].map(([svc, ss]) => ({ resource: { attributes: kv({ 'service.name': svc, 'host.name': svc === 'payments' ? 'db-1' : 'web-1' }) }, scopeSpans: [{ scope: { name: 'ui-test' }, spans: ss }] })) },
     logs: logsBody(logs),
   };
+}
+
+/**
+ * A call chain with CLIENT/SERVER pairs, for the service graph:
+ * web (server) -> web (client) -> orders (server) -> orders (client, db.system postgresql)
+ * and orders (client) -> stock (server).
+ */
+export function graphTraceBody(startMs, { error = false } = {}) {
+  const traceId = hex(16);
+  const by = { web: [], orders: [], stock: [] };
+  const span = (svc, id, parent, name, kind, a, b, attrs = {}, bad = false) =>
+    by[svc].push({ traceId, spanId: id, parentSpanId: parent, name, kind, startTimeUnixNano: ns(startMs + a), endTimeUnixNano: ns(startMs + b), attributes: kv(attrs), status: { code: bad ? 2 : 0 } });
+  const [root, c1, s1, db, c2, s2] = [hex(8), hex(8), hex(8), hex(8), hex(8), hex(8)];
+  span('web', root, '', 'GET /order', 2, 0, 60, {}, error);
+  span('web', c1, root, 'POST orders', 3, 2, 58, {}, error);
+  span('orders', s1, c1, 'POST /orders', 2, 4, 56, {}, error);
+  span('orders', db, s1, 'INSERT orders', 3, 6, 20, { 'db.system': 'postgresql', 'db.name': 'shop' });
+  span('orders', c2, s1, 'GET stock', 3, 22, 50, {}, error);
+  span('stock', s2, c2, 'GET /stock', 2, 24, 48, {}, error);
+  return { resourceSpans: Object.entries(by).map(([svc, ss]) => ({ resource: { attributes: kv({ 'service.name': svc, 'host.name': 'web-1' }) }, scopeSpans: [{ scope: { name: 'ui-test' }, spans: ss }] })) };
+}
+
+/** An `anomaly.detected` event as the detector emits it. */
+export function anomalyBody(ms, { score = 5.2, rule = 'LatencyAnomaly', observed = 0.9, low = 0.05, high = 0.3 } = {}) {
+  return logsBody([
+    {
+      svc: 'checkout',
+      l: {
+        timeUnixNano: ns(ms),
+        severityNumber: 13,
+        severityText: 'WARN',
+        eventName: 'anomaly.detected',
+        body: { stringValue: `p95 latency of checkout is ${observed}s, above the expected ${low}s to ${high}s (score ${score})` },
+        attributes: kv({
+          'event.name': 'anomaly.detected',
+          'alert.rule': rule,
+          'anomaly.score': score,
+          'anomaly.observed': observed,
+          'anomaly.expected_low': low,
+          'anomaly.expected_high': high,
+          'anomaly.series': 'histogram_quantile(0.95, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="checkout"}[1m])))',
+          'series.job': 'checkout',
+        }),
+      },
+    },
+  ]);
 }
 
 export function logsBody(items) {

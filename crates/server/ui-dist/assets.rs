@@ -2,25 +2,25 @@
 // Included by crates/server/src/ui.rs.
 
 /// FNV-1a 64 of the UI sources this bundle was built from.
-pub const SOURCE_HASH: &str = "0ba857f9ad56d4eb";
+pub const SOURCE_HASH: &str = "4b30b36a309c857d";
 
 #[rustfmt::skip]
 pub static ASSETS: &[Asset] = &[
     Asset {
-        path: "/assets/index-DB9kzppj.js",
+        path: "/assets/index-C0isxS2b.js",
         mime: "text/javascript; charset=utf-8",
-        etag: "\"8f80f0f41703e48c\"",
+        etag: "\"e93de6e8244c8f73\"",
         immutable: true,
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DB9kzppj.js")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DB9kzppj.js.gz"))),
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-C0isxS2b.js")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-C0isxS2b.js.gz"))),
     },
     Asset {
-        path: "/assets/index-ZfYNkSBh.css",
+        path: "/assets/index-DPnv04ya.css",
         mime: "text/css; charset=utf-8",
-        etag: "\"35fcd2fc4c678750\"",
+        etag: "\"8a69df8cd7ddfce8\"",
         immutable: true,
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-ZfYNkSBh.css")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-ZfYNkSBh.css.gz"))),
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DPnv04ya.css")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DPnv04ya.css.gz"))),
     },
     Asset {
         path: "/favicon.svg",
@@ -33,7 +33,7 @@ pub static ASSETS: &[Asset] = &[
     Asset {
         path: "/index.html",
         mime: "text/html; charset=utf-8",
-        etag: "\"f0e87af847cc326c\"",
+        etag: "\"11dd4cb8d6bf6d6a\"",
         immutable: false,
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/index.html")),
         gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/index.html.gz"))),

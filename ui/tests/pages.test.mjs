@@ -1,0 +1,190 @@
+// Alerts, anomalies and the service map in a real browser against a
+// `sonde serve` started with a rule file and fed CLIENT/SERVER span pairs
+// across services and `anomaly.detected` events.
+//
+// When the binary embeds an older bundle than crates/server/ui-dist (the
+// Rust side not rebuilt since `npm run build`), the browser is served the
+// bundle from disk instead, so these pages can be tested before the rebuild.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { readFileSync, writeFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { chromium } from 'playwright-core';
+import { CHROMIUM, Sonde, UI, ensureResults, graphTraceBody, anomalyBody } from './harness.mjs';
+
+const RESULTS = ensureResults();
+const DIST = join(UI, '..', 'crates', 'server', 'ui-dist');
+let sonde, browser, context, feeding, loop;
+let problems = [];
+let stale = false;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+before(async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sonde-rules-'));
+  const rules = join(dir, 'rules.yml');
+  writeFileSync(
+    rules,
+    [
+      'groups:',
+      '  - name: ui-test',
+      '    interval: 1s',
+      '    rules:',
+      '      - alert: AlwaysOn',
+      '        expr: vector(1)',
+      '        labels: {severity: page}',
+      '        annotations: {summary: always firing}',
+      '      - alert: Never',
+      '        expr: vector(1) == 2',
+      '      - alert: Broken',
+      '        expr: (label_replace(vector(1), "a", "1", "", "") or label_replace(vector(2), "a", "2", "", "")) + on() vector(1)',
+      '      - record: ui:one',
+      '        expr: vector(1)',
+      '',
+    ].join('\n'),
+  );
+  sonde = await new Sonde('serve', { args: ['--rule-files', rules] }).start();
+  sonde.rulesDir = dir;
+  // the service graph: traces every 500 ms; two anomaly events in the past
+  await sonde.post('/v1/logs', anomalyBody(Date.now() - 120_000, { score: 4.2, rule: 'CheckoutLatency' }));
+  await sonde.post('/v1/logs', anomalyBody(Date.now() - 60_000, { score: 7.5, rule: 'CheckoutLatency', observed: 1.4 }));
+  feeding = true;
+  let i = 0;
+  loop = (async () => {
+    while (feeding) {
+      try {
+        await sonde.post('/v1/traces', graphTraceBody(Date.now() - 100, { error: i++ % 8 === 0 }));
+      } catch {}
+      await sleep(200);
+    }
+  })();
+
+  const html = await (await fetch(sonde.url + '/')).text();
+  const diskHtml = readFileSync(join(DIST, 'index.html'), 'utf8');
+  stale = html !== diskHtml;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'],
+  });
+  context = await browser.newContext({ viewport: { width: 1440, height: 900 }, colorScheme: 'dark' });
+  if (stale) {
+    // Serve the UI (documents and assets) from crates/server/ui-dist.
+    await context.route(
+      (url) => url.origin === sonde.url && !/^\/(api|metrics|health|ready)(\/|$)/.test(url.pathname),
+      (route) => {
+        const p = new URL(route.request().url()).pathname;
+        const file = join(DIST, p.startsWith('/assets/') || p === '/favicon.svg' ? p : 'index.html');
+        if (!existsSync(file)) return route.fulfill({ status: 404, body: 'not found' });
+        const type = file.endsWith('.js') ? 'text/javascript' : file.endsWith('.css') ? 'text/css' : file.endsWith('.svg') ? 'image/svg+xml' : 'text/html';
+        return route.fulfill({ status: 200, contentType: type, body: readFileSync(file) });
+      },
+    );
+  }
+});
+
+after(async () => {
+  feeding = false;
+  await loop;
+  await browser?.close();
+  await sonde?.stop();
+  if (!process.env.SONDE_UI_KEEP) {
+    sonde?.cleanup();
+    if (sonde?.rulesDir) rmSync(sonde.rulesDir, { recursive: true, force: true });
+  }
+});
+
+async function open(path) {
+  const page = await context.newPage();
+  problems = [];
+  page.on('console', (m) => m.type() === 'error' && problems.push(`console: ${m.text()}`));
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  await page.goto(sonde.url + path);
+  return page;
+}
+
+const shot = (page, name) => page.screenshot({ path: join(RESULTS, `${name}.png`), fullPage: true });
+const noProblems = () => assert.deepEqual(problems, [], 'the page logged errors');
+
+test('the server answers the new pages\' deep links with the app', async (t) => {
+  if (stale) return t.skip('the sonde binary embeds an older UI bundle than ui-dist: rebuild it');
+  for (const p of ['/alerts', '/anomalies', '/service-map']) assert.equal((await fetch(sonde.url + p)).status, 200, p);
+});
+
+test('alerts: the firing alert with its summary first, rules with state and health, the history', async () => {
+  const page = await open('/alerts?refresh=1s');
+  await page.waitForSelector('[data-testid=alert]');
+  const alert = await page.$eval('[data-testid=alert]', (e) => e.textContent);
+  assert.match(alert, /firing/);
+  assert.match(alert, /AlwaysOn/);
+  assert.match(alert, /severity="page"/);
+  assert.equal(await page.$eval('[data-testid=alert-summary]', (e) => e.textContent.trim()), 'always firing');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=rule-row]').length === 4);
+  const rules = await page.$$eval('[data-testid=rule-row]', (rs) => rs.map((r) => r.textContent));
+  assert.ok(rules.some((r) => /AlwaysOn.*alerting.*firing.*ok/.test(r)), rules.join('\n'));
+  assert.ok(rules.some((r) => /Never.*alerting.*inactive/.test(r)), rules.join('\n'));
+  assert.ok(rules.some((r) => /ui:one.*recording/.test(r)), rules.join('\n'));
+  // the broken rule's error is shown
+  await page.waitForSelector('[data-testid=rule-error]');
+  assert.ok((await page.$eval('[data-testid=rule-error]', (e) => e.textContent)).length > 0);
+  await page.waitForSelector('[data-testid=history-row]');
+  assert.match(await page.$eval('[data-testid=history-row]', (e) => e.textContent), /AlwaysOn.*firing/);
+  await shot(page, 'alerts');
+  noProblems();
+  // the g shortcut
+  await page.keyboard.press('g');
+  await page.keyboard.press('n');
+  await page.waitForURL(/\/anomalies/);
+  await page.close();
+});
+
+test('anomalies: the fed events in the scatter and the list, newest first; a live one arrives through the tail', async () => {
+  const page = await open('/anomalies?range=15m');
+  await page.waitForSelector('[data-testid=anomaly-chart] canvas');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=anomaly-row]').length === 2);
+  const rows = await page.$$eval('[data-testid=anomaly-row]', (rs) => rs.map((r) => r.textContent));
+  assert.match(rows[0], /7\.5/);
+  assert.match(rows[0], /CheckoutLatency/);
+  assert.match(rows[0], /p95 latency of checkout is 1\.4s/);
+  assert.match(rows[1], /4\.2/);
+  await page.waitForFunction(() => /streaming/.test(document.querySelector('[data-testid=anomaly-tail]')?.textContent));
+  await sonde.post('/v1/logs', anomalyBody(Date.now(), { score: 9.9, rule: 'LiveOne' }));
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=anomaly-row]').length === 3, null, { timeout: 10_000 });
+  assert.match(await page.$eval('[data-testid=anomaly-row]', (e) => e.textContent), /LiveOne/);
+  await page.locator('[data-testid=anomaly-row] button').first().click();
+  await page.waitForSelector('.anomaly.open .kv');
+  await shot(page, 'anomalies');
+  noProblems();
+  await page.close();
+});
+
+test('anomalies: an empty range says so', async () => {
+  const page = await open(`/anomalies?range=${Math.floor(Date.now() / 1000) - 86400 * 3}-${Math.floor(Date.now() / 1000) - 86400 * 2}`);
+  await page.waitForSelector('[data-testid=empty]');
+  assert.match(await page.$eval('[data-testid=empty]', (e) => e.textContent), /No anomalies/);
+  noProblems();
+  await page.close();
+});
+
+test('service map: services in layers with edge rate, errors and p95; a click opens the service\'s traces', async () => {
+  const page = await open('/service-map?range=5m&refresh=1s');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=map-edge]').length >= 2, null, { timeout: 30_000 });
+  const nodes = await page.$$eval('[data-testid=map-node]', (ns) => ns.map((n) => [n.dataset.id, n.getAttribute('transform')]));
+  const x = Object.fromEntries(nodes.map(([id, t]) => [id, Number(/translate\(([\d.]+)/.exec(t)[1])]));
+  assert.ok(x.web < x.orders && x.orders < x.stock, JSON.stringify(x));
+  const edge = await page.$eval('[data-testid=map-edge][data-source=web][data-target=orders]', (e) => e.textContent);
+  assert.match(edge, /\/s · [\d.]+% err\s*p95 [\d.]+ms/);
+  await shot(page, 'service-map');
+  await page.locator('[data-testid=map-node][data-id=orders]').click();
+  await page.waitForURL(/\/traces\?.*service=orders/);
+  noProblems();
+  await page.close();
+});
+
+test('service map: an empty range says so', async () => {
+  const page = await open(`/service-map?range=${Math.floor(Date.now() / 1000) - 86400 * 3}-${Math.floor(Date.now() / 1000) - 86400 * 2}`);
+  await page.waitForSelector('[data-testid=empty]');
+  noProblems();
+  await page.close();
+});
