@@ -108,7 +108,12 @@ pub fn run(config: Config) -> Result<()> {
 }
 
 /// The export loop over OTLP/HTTP, with policies when `config.api` is set.
-fn run_with(agent: Agent, host: host::Host, config: Config, control: Arc<Control>) -> Result<()> {
+pub(crate) fn run_with(
+    agent: Agent,
+    host: host::Host,
+    config: Config,
+    control: Arc<Control>,
+) -> Result<()> {
     let sink = sonde_sdk::export::HttpSink::new(sonde_sdk::export::HttpSinkConfig {
         endpoint: config.endpoint.trim_end_matches('/').to_string(),
         ..Default::default()

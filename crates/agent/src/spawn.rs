@@ -4,10 +4,8 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use sonde_sdk::export::{HttpSink, HttpSinkConfig};
-
-use crate::agent::{run_loop, Agent, Control};
-use crate::{host, policy, procfs, Config, Result};
+use crate::agent::{Agent, Control};
+use crate::{host, procfs, Config, Result};
 
 pub struct Handle {
     control: Arc<Control>,
@@ -34,21 +32,12 @@ impl Drop for Handle {
 pub fn spawn(config: Config) -> Result<Handle> {
     let host = host::Host::detect(&procfs::Roots::new(&config.root_path));
     let agent = Agent::new(&config, &host)?;
-    let sink = HttpSink::new(HttpSinkConfig {
-        endpoint: config.endpoint.trim_end_matches('/').to_string(),
-        ..Default::default()
-    });
     let control = Control::new()?;
-    let watcher = config
-        .api
-        .as_ref()
-        .map(|api| policy::subscribe(api, &host, &config, control.clone(), sink.clone()));
     let loop_control = control.clone();
     let thread = std::thread::Builder::new()
         .name("sonde-agent".into())
         .spawn(move || {
-            let _watcher = watcher;
-            if let Err(e) = run_loop(agent, &config, sink, loop_control) {
+            if let Err(e) = crate::run_with(agent, host, config, loop_control) {
                 tracing::error!("the agent stopped: {e}");
             }
         })

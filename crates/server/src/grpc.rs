@@ -48,10 +48,6 @@ impl http_body::Body for UnaryBody {
     }
 }
 
-fn grpc_ok(msg: &impl Message) -> Response {
-    grpc_ok_bytes(msg.encode_to_vec())
-}
-
 fn grpc_ok_bytes(payload: Vec<u8>) -> Response {
     let mut framed = Vec::with_capacity(payload.len() + 5);
     framed.push(0);
@@ -130,27 +126,24 @@ fn grpc_code(e: &RequestError) -> u32 {
     }
 }
 
-pub async fn export_metrics(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+/// The unary export every signal shares: a write permit, the framed body
+/// within its limit, then `store` (given the raw frame; it returns the
+/// encoded response message), and errors as gRPC status trailers.
+async fn export<Fut>(
+    state: &AppState,
     body: Body,
-) -> Response {
+    store: impl FnOnce(bytes::Bytes) -> Fut,
+) -> Response
+where
+    Fut: std::future::Future<Output = Result<Vec<u8>, RequestError>>,
+{
     let result: Result<Response, RequestError> = async {
         let _permit = state
             .write_permits
             .try_acquire()
             .map_err(|_| RequestError::Overloaded)?;
-        let limit = state.config.max_request_bytes;
-        let raw = read_raw(body, limit.saturating_add(5)).await?;
-        let outcome = store_otlp(&state, "otlp_grpc", move || {
-            let msg = unframe(&headers, &raw, limit)?;
-            sonde_ingest::otlp::decode_proto(&msg)
-                .map_err(|e| RequestError::BadRequest(e.to_string()))
-        })
-        .await?;
-        Ok(grpc_ok(&ExportMetricsServiceResponse {
-            partial_success: outcome.partial_success(),
-        }))
+        let raw = read_raw(body, state.config.max_request_bytes.saturating_add(5)).await?;
+        Ok(grpc_ok_bytes(store(raw).await?))
     }
     .await;
     let resp = result.unwrap_or_else(|e| {
@@ -161,32 +154,44 @@ pub async fn export_metrics(
     resp
 }
 
+pub async fn export_metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let st = state.clone();
+    export(&state, body, |raw| async move {
+        let limit = st.config.max_request_bytes;
+        let outcome = store_otlp(&st, "otlp_grpc", move || {
+            let msg = unframe(&headers, &raw, limit)?;
+            sonde_ingest::otlp::decode_proto(&msg)
+                .map_err(|e| RequestError::BadRequest(e.to_string()))
+        })
+        .await?;
+        Ok(ExportMetricsServiceResponse {
+            partial_success: outcome.partial_success(),
+        }
+        .encode_to_vec())
+    })
+    .await
+}
+
 async fn export_records(
     state: AppState,
     signal: Signal,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result: Result<Response, RequestError> = async {
-        let _permit = state
-            .write_permits
-            .try_acquire()
-            .map_err(|_| RequestError::Overloaded)?;
-        let limit = state.config.max_request_bytes;
-        let raw = read_raw(body, limit.saturating_add(5)).await?;
-        let outcome = store_records(&state, signal, "otlp_grpc", false, move || {
+    let st = state.clone();
+    export(&state, body, |raw| async move {
+        let limit = st.config.max_request_bytes;
+        let outcome = store_records(&st, signal, "otlp_grpc", false, move || {
             unframe(&headers, &raw, limit)
         })
         .await?;
-        Ok(grpc_ok_bytes(outcome.encode(false)))
-    }
-    .await;
-    let resp = result.unwrap_or_else(|e| {
-        state.metrics.rejected_request("otlp_grpc", e.reason());
-        grpc_error(grpc_code(&e), &e.message())
-    });
-    state.metrics.request("otlp_grpc", resp.status().as_u16());
-    resp
+        Ok(outcome.encode(false))
+    })
+    .await
 }
 
 pub async fn export_traces(

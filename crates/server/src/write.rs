@@ -281,17 +281,25 @@ pub(crate) fn otlp_error(enc: OtlpEncoding, e: &RequestError) -> Response {
     resp
 }
 
-pub async fn otlp_http_metrics(
-    State(state): State<AppState>,
-    headers: HeaderMap,
+/// The OTLP/HTTP exchange every signal shares: content type and encoding
+/// checks, a write permit, the body within its limit, then `store` (given
+/// the encoding and the still-compressed body; it returns the encoded export
+/// response), and errors as `google.rpc.Status` in the request's encoding.
+pub(crate) async fn otlp_http<Fut>(
+    state: &AppState,
+    headers: &HeaderMap,
     body: Body,
-) -> Response {
-    let enc = match otlp_encoding(&headers) {
+    store: impl FnOnce(OtlpEncoding, String, bytes::Bytes) -> Fut,
+) -> Response
+where
+    Fut: std::future::Future<Output = Result<Vec<u8>, RequestError>>,
+{
+    let enc = match otlp_encoding(headers) {
         Ok(enc) => enc,
-        Err(e) => return finish(&state, "otlp_http", Err(e)),
+        Err(e) => return finish(state, "otlp_http", Err(e)),
     };
     let result: Result<Response, RequestError> = async {
-        let encoding = content_encoding(&headers);
+        let encoding = content_encoding(headers);
         if !matches!(encoding.as_str(), "" | "identity" | "gzip") {
             return Err(RequestError::UnsupportedEncoding(encoding));
         }
@@ -299,9 +307,28 @@ pub async fn otlp_http_metrics(
             .write_permits
             .try_acquire()
             .map_err(|_| RequestError::Overloaded)?;
-        let limit = state.config.max_request_bytes;
-        let raw = read_raw(body, limit).await?;
-        let outcome = store_otlp(&state, "otlp_http", move || {
+        let raw = read_raw(body, state.config.max_request_bytes).await?;
+        let answer = store(enc, encoding, raw).await?;
+        Ok(otlp_response(enc, StatusCode::OK, answer))
+    }
+    .await;
+    let resp = result.unwrap_or_else(|e| {
+        state.metrics.rejected_request("otlp_http", e.reason());
+        otlp_error(enc, &e)
+    });
+    state.metrics.request("otlp_http", resp.status().as_u16());
+    resp
+}
+
+pub async fn otlp_http_metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let st = state.clone();
+    otlp_http(&state, &headers, body, |enc, encoding, raw| async move {
+        let limit = st.config.max_request_bytes;
+        let outcome = store_otlp(&st, "otlp_http", move || {
             let body = decode_content(&raw, &encoding, limit)?;
             match enc {
                 OtlpEncoding::Protobuf => sonde_ingest::otlp::decode_proto(&body),
@@ -313,19 +340,12 @@ pub async fn otlp_http_metrics(
         let resp = ExportMetricsServiceResponse {
             partial_success: outcome.partial_success(),
         };
-        let body = match enc {
+        Ok(match enc {
             OtlpEncoding::Protobuf => resp.encode_to_vec(),
             // A success without partial_success is `{}`, not a null field.
             OtlpEncoding::Json if resp.partial_success.is_none() => b"{}".to_vec(),
             OtlpEncoding::Json => serde_json::to_vec(&resp).unwrap_or_else(|_| b"{}".to_vec()),
-        };
-        Ok(otlp_response(enc, StatusCode::OK, body))
-    }
-    .await;
-    let resp = result.unwrap_or_else(|e| {
-        state.metrics.rejected_request("otlp_http", e.reason());
-        otlp_error(enc, &e)
-    });
-    state.metrics.request("otlp_http", resp.status().as_u16());
-    resp
+        })
+    })
+    .await
 }

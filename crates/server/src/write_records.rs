@@ -3,15 +3,15 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use prost::Message;
 use sonde_ingest::otlp_records::{self as otlp, logs_collector, trace_collector};
 
 use crate::app::AppState;
-use crate::body::{content_encoding, decode_content, read_raw, RequestError};
+use crate::body::{decode_content, RequestError};
 use crate::tail::TailBatch;
-use crate::write::{blocking, otlp_encoding, otlp_error, otlp_response, OtlpEncoding};
+use crate::write::{blocking, otlp_http, OtlpEncoding};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Signal {
@@ -179,36 +179,17 @@ async fn otlp_http_records(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let protocol = "otlp_http";
-    let enc = match otlp_encoding(&headers) {
-        Ok(enc) => enc,
-        Err(e) => return crate::write::finish(&state, protocol, Err(e)),
-    };
-    let result: Result<Response, RequestError> = async {
-        let encoding = content_encoding(&headers);
-        if !matches!(encoding.as_str(), "" | "identity" | "gzip") {
-            return Err(RequestError::UnsupportedEncoding(encoding));
-        }
-        let _permit = state
-            .write_permits
-            .try_acquire()
-            .map_err(|_| RequestError::Overloaded)?;
-        let limit = state.config.max_request_bytes;
-        let raw = read_raw(body, limit).await?;
+    let st = state.clone();
+    otlp_http(&state, &headers, body, |enc, encoding, raw| async move {
         let json = enc == OtlpEncoding::Json;
-        let outcome = store_records(&state, signal, protocol, json, move || {
+        let limit = st.config.max_request_bytes;
+        let outcome = store_records(&st, signal, "otlp_http", json, move || {
             decode_content(&raw, &encoding, limit)
         })
         .await?;
-        Ok(otlp_response(enc, StatusCode::OK, outcome.encode(json)))
-    }
-    .await;
-    let resp = result.unwrap_or_else(|e| {
-        state.metrics.rejected_request(protocol, e.reason());
-        otlp_error(enc, &e)
-    });
-    state.metrics.request(protocol, resp.status().as_u16());
-    resp
+        Ok(outcome.encode(json))
+    })
+    .await
 }
 
 pub async fn otlp_http_traces(
