@@ -46,7 +46,7 @@ class LoggedProcess:
         self.proc: subprocess.Popen | None = None
         self.log_path: Path | None = None
 
-    def _spawn(self, argv: list[str], log_path: Path, env: dict | None = None) -> None:
+    def _spawn(self, argv: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None) -> None:
         self.log_path = log_path
         # Appends, so the log of a restarted process keeps the earlier runs.
         with open(log_path, "ab") as log:
@@ -56,6 +56,7 @@ class LoggedProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=env,
+                cwd=cwd,
             )
         ACTIVE.append(self)
 

@@ -1,14 +1,35 @@
 //! The flags of `sonde agent`.
 
+use sonde_sdk::export::Export;
+use sonde_sdk::policy::PolicySource;
+
 use crate::{collectors, parse_duration, Config, Error, Result};
 
 pub const USAGE: &str = "usage: sonde agent [--key value ...]
 
-Collects host metrics from /proc and /sys and sends them over OTLP/HTTP.
+Collects host metrics from /proc and /sys and sends them over OTLP/HTTP,
+Kafka or MQTT.
 
-  --endpoint URL         OTLP/HTTP endpoint (default http://127.0.0.1:4318)
-  --api URL|none         Sonde's API, for runtime collection policies
-                         (default http://127.0.0.1:7070; none: no policies)
+  --export URL           where metrics go (--endpoint is the same flag):
+                           http://host:4318   OTLP/HTTP (the default, on
+                                              127.0.0.1)
+                           kafka://host:9092[,host:port...]
+                                              topic otlp_metrics, as the
+                                              OpenTelemetry Collector writes
+                                              (builds with feature kafka)
+                           mqtt://host:1883   topic otlp/metrics, QoS 1,
+                                              MQTT 5, gzip from 1 KiB
+                         settings as ?key=value&...: for kafka topic_prefix
+                         (otlp), compression (lz4|gzip|snappy|none),
+                         linger_ms (100); for mqtt topic_prefix (otlp),
+                         protocol (5|3.1.1), qos (1|0), client_id,
+                         gzip_min_bytes (1024|never)
+  --policies URL|none    where runtime collection policies come from (--api
+                         is the same flag): Sonde's API (default
+                         http://127.0.0.1:7070), or mqtt://host:1883 for the
+                         retained messages under sonde/policies (settings
+                         topic_prefix, protocol, client_id); none: no
+                         policies
   --interval D           collection interval (default 1s; 100ms to 1h)
   --collectors LIST      comma-separated, from cpu,load,memory,disk,filesystem,
                          network,pressure,processes (default all but processes)
@@ -66,11 +87,18 @@ pub fn parse_args(args: &[String]) -> Result<Option<Config>> {
             v => Err(usage(format!("--{key} takes true or false, not {v:?}"))),
         };
         match key {
-            "endpoint" => c.endpoint = value,
-            "api" => {
+            "export" | "endpoint" => {
+                Export::from_url(&value).map_err(|e| usage(format!("--{key}: {e}")))?;
+                c.endpoint = value;
+            }
+            "policies" | "api" => {
                 c.api = match value.as_str() {
                     "none" | "" => None,
-                    _ => Some(value.trim_end_matches('/').to_string()),
+                    _ => {
+                        PolicySource::from_url(&value)
+                            .map_err(|e| usage(format!("--{key}: {e}")))?;
+                        Some(value.trim_end_matches('/').to_string())
+                    }
                 }
             }
             "interval" => {
@@ -170,6 +198,38 @@ mod tests {
         let c = parse(&["--top-processes", "5"]).unwrap().unwrap();
         assert!(c.collectors.contains(&"processes".to_string()));
         assert!(parse(&["--help"]).unwrap().is_none());
+    }
+
+    #[test]
+    fn export_and_policy_urls() {
+        let c = parse(&["--export", "http://h:4318", "--api", "http://h:7070/"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.endpoint, "http://h:4318");
+        assert_eq!(c.api.as_deref(), Some("http://h:7070"));
+        let err = |args: &[&str]| parse(args).unwrap_err().to_string();
+        assert!(err(&["--export", "h:4318"]).starts_with("--export: "));
+        assert!(err(&["--policies", "kafka://h"]).contains("unknown scheme"));
+        let kafka = parse(&["--export", "kafka://k1:9092,k2:9092"]);
+        assert_eq!(kafka.is_ok(), cfg!(feature = "kafka"), "{kafka:?}");
+        if cfg!(feature = "mqtt") {
+            let c = parse(&[
+                "--export",
+                "mqtt://broker:1884?protocol=3.1.1",
+                "--policies",
+                "mqtt://broker:1884?topic_prefix=fleet/policies",
+            ])
+            .unwrap()
+            .unwrap();
+            assert_eq!(c.endpoint, "mqtt://broker:1884?protocol=3.1.1");
+            assert_eq!(
+                c.api.as_deref(),
+                Some("mqtt://broker:1884?topic_prefix=fleet/policies")
+            );
+            assert!(err(&["--export", "mqtt://h?qos=2"]).contains("give 0 or 1"));
+        } else {
+            assert!(err(&["--export", "mqtt://h"]).contains("`mqtt` feature"));
+        }
     }
 
     #[test]

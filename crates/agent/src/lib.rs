@@ -3,14 +3,18 @@
 //! Collectors read /proc and /sys directly (`collectors/`, one small parser
 //! per file format), write OpenTelemetry hostmetrics-style metrics into one
 //! OTLP batch that is rewritten in place every tick (`batch.rs`), and the
-//! batch goes out through the SDK's [`Sink`](sonde_sdk::export::Sink)
-//! (OTLP/HTTP). The host's identity becomes the resource (`host.rs`).
+//! batch goes out through the SDK's [`Sink`](sonde_sdk::export::Sink):
+//! OTLP/HTTP, or Kafka or MQTT (features `kafka`, `mqtt`), as the
+//! `--export` URL says. The host's identity becomes the resource
+//! (`host.rs`).
 //!
 //! The collection interval and the enabled collectors follow the server's
-//! runtime policies (`policy.rs`, through the SDK's policy watcher); a
-//! change is applied within a second, without restarting (`agent.rs`).
+//! runtime policies (`policy.rs`, through the SDK's policy watcher, over
+//! Server-Sent Events or retained MQTT messages); a change is applied
+//! within a second, without restarting (`agent.rs`).
 //!
-//! It knows nothing of the server, the store or HTTP beyond the sink.
+//! It knows nothing of the server, the store or the transports beyond the
+//! SDK.
 
 pub mod agent;
 pub mod batch;
@@ -47,9 +51,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// How the agent runs; see [`cli::USAGE`] for each setting.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    /// OTLP/HTTP base URL; metrics go to `{endpoint}/v1/metrics`.
+    /// Where metrics go: an OTLP/HTTP base URL (to `{endpoint}/v1/metrics`),
+    /// `kafka://host:port[,host:port]` or `mqtt://host:port`, with the query
+    /// parameters of [`Export::from_url`](sonde_sdk::export::Export::from_url).
     pub endpoint: String,
-    /// Sonde's API, for runtime policies; `None` runs without them.
+    /// Where runtime policies come from: Sonde's API (`http://host:7070`)
+    /// or `mqtt://host:port`; `None` runs without them.
     pub api: Option<String>,
     /// Collection interval, unless a policy sets another.
     pub interval: Duration,
@@ -107,24 +114,31 @@ pub fn run(config: Config) -> Result<()> {
     run_with(agent, host, config, control)
 }
 
-/// The export loop over OTLP/HTTP, with policies when `config.api` is set.
+/// The export loop, with policies when `config.api` is set.
 pub(crate) fn run_with(
     agent: Agent,
     host: host::Host,
     config: Config,
     control: Arc<Control>,
 ) -> Result<()> {
-    let sink = sonde_sdk::export::HttpSink::new(sonde_sdk::export::HttpSinkConfig {
-        endpoint: config.endpoint.trim_end_matches('/').to_string(),
-        ..Default::default()
-    });
-    // Dropped (unsubscribed) when the loop has returned.
-    let _watcher = config
+    let client_id = policy::client_id(&host);
+    let export = sonde_sdk::export::Export::from_url(&config.endpoint)
+        .map_err(|e| Error::Usage(format!("--export: {e}")))?
+        .for_client(&client_id, &config.service_name);
+    let source = config
         .api
+        .as_deref()
+        .map(sonde_sdk::policy::PolicySource::from_url)
+        .transpose()
+        .map_err(|e| Error::Usage(format!("--policies: {e}")))?;
+    let endpoint = export.describe();
+    let sink = export.start();
+    // Dropped (unsubscribed) when the loop has returned.
+    let _watcher = source
         .as_ref()
-        .map(|api| policy::subscribe(api, &host, &config, control.clone(), sink.clone()));
+        .map(|source| policy::subscribe(source, &host, &config, control.clone(), sink.clone()));
     tracing::info!(
-        endpoint = %config.endpoint,
+        endpoint = %endpoint,
         interval = ?config.interval,
         collectors = %agent.enabled().join(","),
         host = %host.name,

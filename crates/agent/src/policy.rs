@@ -1,21 +1,30 @@
 //! Runtime policies: the agent subscribes through the SDK's
-//! [`PolicyWatcher`] (kind `agent`, its service name, host = the host
-//! name) and hands each effective policy to the loop as a
+//! [`PolicySubscription`] (kind `agent`, its service name, host = the host
+//! name), over Server-Sent Events from Sonde's API or retained MQTT
+//! messages, and hands each effective policy to the loop as a
 //! [`PolicyUpdate`], which the loop applies at once. The status reports
-//! carry the sink's counters as the agent's health.
+//! (API source only) carry the sink's counters as the agent's health.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sonde_sdk::export::Sink;
-use sonde_sdk::policy::{ClientIdentity, EffectivePolicy, Health, PolicyWatcher};
+use sonde_sdk::policy::{
+    ClientIdentity, EffectivePolicy, Health, PolicySource, PolicySubscription,
+};
 
 use crate::agent::{Control, PolicyUpdate};
 use crate::host::Host;
 use crate::Config;
 
 /// Keeps the subscription alive; dropping it unsubscribes.
-pub type Subscription = PolicyWatcher;
+pub type Subscription = PolicySubscription;
+
+/// The id this agent reports as (and, with `-otlp` and `-policies`, its
+/// MQTT client ids).
+pub fn client_id(host: &Host) -> String {
+    format!("{}-agent-{}", host.name, std::process::id())
+}
 
 /// The loop's view of an effective policy.
 pub fn update_from(p: &EffectivePolicy) -> PolicyUpdate {
@@ -37,23 +46,23 @@ pub fn health(sink: &dyn Sink) -> Health {
     }
 }
 
-/// Subscribes to the policies of `api`.
+/// Subscribes to the policies of `source`.
 pub fn subscribe(
-    api: &str,
+    source: &PolicySource,
     host: &Host,
     config: &Config,
     control: Arc<Control>,
     sink: Arc<dyn Sink>,
 ) -> Subscription {
     let identity = ClientIdentity {
-        client_id: format!("{}-agent-{}", host.name, std::process::id()),
+        client_id: client_id(host),
         kind: "agent".into(),
         service: config.service_name.clone(),
         host: host.name.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    PolicyWatcher::start(
-        api,
+    PolicySubscription::start(
+        source,
         identity,
         Box::new(move |p: &EffectivePolicy| control.apply(update_from(p))),
         Box::new(move || health(sink.as_ref())),

@@ -2,7 +2,8 @@
 //!
 //! Two models say what each point should be: the recent level (a robust
 //! exponentially weighted mean) and, once a day has been seen, the usual
-//! value at this time of day (separate profiles for weekdays and weekends).
+//! value at this time of day (separate profiles for weekdays, in 45-minute
+//! bins, and weekends, in hourly ones).
 //! Each model's deviation, in units of its own typical error, is judged
 //! against that model's history of deviations: how often one at least this
 //! large has been seen, both as a single point and as a short run (the
@@ -21,12 +22,20 @@
 //! The score is `-ln p / 23` (p = 1e-10 scores 1), with the smallest p of
 //! the checks, corrected for the number of checks. After an alert, scores
 //! are damped for a while, so one incident gives one alert, not a storm.
-//! State is fixed, under 1 KB per series (968 bytes), with no allocation.
+//! State is fixed, under 1 KB per series (920 bytes), with no allocation.
 
 use std::sync::Arc;
 
-use crate::seasonal::{DailyProfile, Phase};
+use crate::seasonal::DailyProfile;
 use crate::stats::{RobustEw, TailHistogram};
+
+/// Bins of the weekday profile (45 minutes each): finer than hours, so
+/// sharp daily edges are followed, yet each bin still sees several points
+/// a day at common intervals.
+const DAY_BINS: usize = 32;
+/// Bins of the weekend profile, which learns from two days in seven and so
+/// needs wider bins to settle.
+const WEEKEND_BINS: usize = 24;
 
 /// How the detector learns and scores. One configuration serves every
 /// series: the defaults are tuned on NAB as a whole, never per series.
@@ -268,8 +277,8 @@ pub struct Detector {
     /// Mean absolute error of each model.
     err_level: f64,
     err_season: f64,
-    profile: DailyProfile,
-    weekend: DailyProfile,
+    profile: DailyProfile<DAY_BINS>,
+    weekend: DailyProfile<WEEKEND_BINS>,
     /// Surprise histories of the recent-level and time-of-day models.
     level_ch: Channel,
     season_ch: Channel,
@@ -342,13 +351,14 @@ impl Detector {
 
         // What each model expected, before it learns this point.
         let pred_level = if self.n == 1 { x } else { self.fast.loc };
-        let phase: Phase = DailyProfile::phase(t_ms);
+        let phase = DailyProfile::<DAY_BINS>::phase(t_ms);
+        let we_phase = DailyProfile::<WEEKEND_BINS>::phase(t_ms);
         let dow = (t_ms.div_euclid(86_400_000) + 4).rem_euclid(7);
         let is_we = c.weekly && (dow == 0 || dow == 6);
         let use_we = is_we && self.weekend.ready(t_ms);
         let season_ready = self.profile.ready(t_ms);
         let (pred_season, bin_mad) = if use_we {
-            self.weekend.expect(phase)
+            self.weekend.expect(we_phase)
         } else {
             self.profile.expect(phase)
         };
@@ -373,24 +383,17 @@ impl Detector {
         }
         self.fast.update(x, c.fast_alpha, c.clip, floor);
         self.slow.update(x, c.slow_alpha, c.clip, floor);
-        let per_bin = if self.dt > 0.0 {
-            (86_400_000.0 / crate::seasonal::BINS as f64 / self.dt).max(1.0)
-        } else {
-            1.0
-        };
+        // Each profile's rate is per day, whatever the number of points
+        // that fall in one of its bins.
         if is_we {
-            &mut self.weekend
+            let per_bin = DailyProfile::<WEEKEND_BINS>::points_per_bin(self.dt);
+            let a = (c.season_day_alpha / per_bin).min(1.0);
+            self.weekend.learn(t_ms, we_phase, x, a, c.clip, floor);
         } else {
-            &mut self.profile
+            let per_bin = DailyProfile::<DAY_BINS>::points_per_bin(self.dt);
+            let a = (c.season_day_alpha / per_bin).min(1.0);
+            self.profile.learn(t_ms, phase, x, a, c.clip, floor);
         }
-        .learn(
-            t_ms,
-            phase,
-            x,
-            (c.season_day_alpha / per_bin).min(1.0),
-            c.clip,
-            floor,
-        );
 
         if self.n <= c.warmup_points {
             let half = c.range_width * scale_level;

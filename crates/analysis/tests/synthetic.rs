@@ -130,3 +130,10 @@ fn non_finite_values_are_ignored() {
         assert!((0.0..=1.0).contains(&a.score));
     }
 }
+
+#[test]
+fn state_fits_the_per_series_budget() {
+    // Every watched series pays this, so the budget is a hard limit.
+    let size = std::mem::size_of::<Detector>();
+    assert!(size <= 1024, "detector state is {size} bytes");
+}

@@ -1,15 +1,21 @@
 //! Ingest: turns what arrives on the wire into Sonde's model.
 //!
-//! Each transport has its own module (`otlp`, `remote_write`); all of them
-//! produce a [`MetricsBatch`]. OTLP traces and logs (`otlp_records`) become
-//! batches of spans and log records instead. This crate decodes, normalises
-//! and validates; it never stores anything: the server hands the batch to
-//! the store, and acknowledges only once the store says it is in the WAL.
+//! Each wire format has its own module (`otlp`, `remote_write`, `influx`,
+//! `json_telemetry`, `sparkplug`); all of them produce a [`MetricsBatch`],
+//! and `topic` turns MQTT topics into labels. OTLP traces and logs
+//! (`otlp_records`) become batches of spans and log records instead. This
+//! crate decodes, normalises and validates; it never stores anything: the
+//! server hands the batch to the store, and acknowledges only once the store
+//! says it is in the WAL.
 
+pub mod influx;
+pub mod json_telemetry;
 pub mod otlp;
 mod otlp_exemplars;
 pub mod otlp_records;
 pub mod remote_write;
+pub mod sparkplug;
+pub mod topic;
 
 use sonde_model::{MetricMetadata, Series, SeriesExemplar};
 
@@ -31,6 +37,12 @@ pub enum Error {
     TooLarge(usize),
     #[error("duplicate label name {0:?} in one series")]
     DuplicateLabel(String),
+    #[error("malformed line protocol: {0}")]
+    LineProtocol(String),
+    #[error("malformed sparkplug message: {0}")]
+    Sparkplug(String),
+    #[error("invalid mqtt topic template {template:?}: {reason}")]
+    InvalidTopicTemplate { template: String, reason: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

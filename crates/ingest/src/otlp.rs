@@ -31,6 +31,8 @@ use crate::otlp_exemplars;
 use crate::{Error, MetricsBatch, Result};
 
 pub use opentelemetry_proto::tonic::collector::metrics::v1 as collector;
+pub use opentelemetry_proto::tonic::common::v1 as common;
+pub use opentelemetry_proto::tonic::resource::v1 as resource;
 
 /// `DataPointFlags.NO_RECORDED_VALUE`: the point marks the series stale.
 const FLAG_NO_RECORDED_VALUE: u32 = 1;

@@ -98,8 +98,12 @@ pub fn decompress_limited(body: &[u8], limit: usize) -> Result<Vec<u8>> {
 
 /// Decodes a snappy-compressed body into owned series.
 pub fn decode(body: &[u8]) -> Result<MetricsBatch> {
-    let raw = decompress(body)?;
-    let batch = decode_views(&raw)?;
+    decode_uncompressed(&decompress(body)?)
+}
+
+/// Decodes an uncompressed `WriteRequest` into owned series.
+pub fn decode_uncompressed(raw: &[u8]) -> Result<MetricsBatch> {
+    let batch = decode_views(raw)?;
     Ok(MetricsBatch {
         series: batch
             .series

@@ -10,6 +10,10 @@
 //! The other POSTs `/api/v1/clients/status` right after each applied change
 //! and every 10 s. Neither ever panics in the caller; a panicking callback
 //! is caught and the policy counts as not applied.
+//!
+//! With the `mqtt` feature, [`mqtt::MqttPolicyWatcher`] follows the same
+//! policies as retained MQTT messages instead. [`PolicySource`] names
+//! either, and [`PolicySubscription`] runs either.
 
 use std::io::{BufRead, BufReader};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -120,8 +124,116 @@ pub fn next_backoff(current: Duration, max: Duration) -> Duration {
     current.saturating_mul(2).min(max)
 }
 
-type OnChange = Box<dyn Fn(&EffectivePolicy) + Send + Sync>;
-type HealthFn = Box<dyn Fn() -> Health + Send + Sync>;
+/// Applies a policy; called on the watcher's thread.
+pub type OnChange = Box<dyn Fn(&EffectivePolicy) + Send + Sync>;
+/// The client's health, for status reports.
+pub type HealthFn = Box<dyn Fn() -> Health + Send + Sync>;
+
+/// Calls `on_change`; false if it panicked (the policy is not applied).
+fn call_on_change(on_change: &OnChange, policy: &EffectivePolicy) -> bool {
+    catch_unwind(AssertUnwindSafe(|| on_change(policy))).is_ok()
+}
+
+/// Where a client's policies come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// Server-Sent Events from Sonde's API (`http://host:7070`), with
+    /// status reports back.
+    Api(String),
+    /// Retained messages per scope on an MQTT broker.
+    #[cfg(feature = "mqtt")]
+    Mqtt(mqtt::MqttPolicyConfig),
+}
+
+impl PolicySource {
+    /// `http(s)://host:port`: Sonde's API; `mqtt://host[:port]` (feature
+    /// `mqtt`), with optional `?topic_prefix=sonde/policies`,
+    /// `protocol=5|3.1.1` and `client_id=...`: a broker.
+    pub fn from_url(url: &str) -> crate::Result<PolicySource> {
+        let u = crate::url::Url::parse(url)?;
+        match u.scheme.as_str() {
+            "http" | "https" => Ok(PolicySource::Api(
+                url.trim().trim_end_matches('/').to_string(),
+            )),
+            "mqtt" | "tcp" => mqtt_source(u, url),
+            other => Err(u.bad(format!(
+                "unknown scheme {other:?}; use http://, https:// or mqtt://"
+            ))),
+        }
+    }
+}
+
+#[cfg(feature = "mqtt")]
+fn mqtt_source(u: crate::url::Url, _url: &str) -> crate::Result<PolicySource> {
+    mqtt::MqttPolicyConfig::from_url(u).map(PolicySource::Mqtt)
+}
+
+#[cfg(not(feature = "mqtt"))]
+fn mqtt_source(_u: crate::url::Url, url: &str) -> crate::Result<PolicySource> {
+    Err(crate::export::not_built(url, "mqtt"))
+}
+
+/// A running watcher of either source.
+#[derive(Debug)]
+pub enum PolicySubscription {
+    Sse(PolicyWatcher),
+    #[cfg(feature = "mqtt")]
+    Mqtt(mqtt::MqttPolicyWatcher),
+}
+
+impl PolicySubscription {
+    /// Starts following `source`. `health` feeds the status reports, which
+    /// only the API source sends. An MQTT source without a client id uses
+    /// `{identity.client_id}-policies`.
+    pub fn start(
+        source: &PolicySource,
+        identity: ClientIdentity,
+        on_change: OnChange,
+        health: HealthFn,
+    ) -> PolicySubscription {
+        match source {
+            PolicySource::Api(api) => {
+                PolicySubscription::Sse(PolicyWatcher::start(api, identity, on_change, health))
+            }
+            #[cfg(feature = "mqtt")]
+            PolicySource::Mqtt(config) => {
+                let mut config = config.clone();
+                if config.broker.client_id.is_empty() {
+                    config.broker.client_id = format!("{}-policies", identity.client_id);
+                }
+                PolicySubscription::Mqtt(mqtt::MqttPolicyWatcher::start(
+                    config, &identity, on_change,
+                ))
+            }
+        }
+    }
+
+    /// The policy last applied, kept while disconnected.
+    pub fn current(&self) -> Option<EffectivePolicy> {
+        match self {
+            PolicySubscription::Sse(w) => w.current(),
+            #[cfg(feature = "mqtt")]
+            PolicySubscription::Mqtt(w) => w.current(),
+        }
+    }
+
+    /// Whether the policy stream or broker connection is open now.
+    pub fn connected(&self) -> bool {
+        match self {
+            PolicySubscription::Sse(w) => w.connected(),
+            #[cfg(feature = "mqtt")]
+            PolicySubscription::Mqtt(w) => w.connected(),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        match self {
+            PolicySubscription::Sse(w) => w.stop(),
+            #[cfg(feature = "mqtt")]
+            PolicySubscription::Mqtt(w) => w.stop(),
+        }
+    }
+}
 
 struct State {
     applied: Option<EffectivePolicy>,
@@ -346,8 +458,7 @@ fn apply(s: &Shared, policy: EffectivePolicy) {
     if s.state.lock().applied.as_ref().map(|p| p.version) == Some(policy.version) {
         return;
     }
-    let ok = catch_unwind(AssertUnwindSafe(|| (s.on_change)(&policy))).is_ok();
-    if ok {
+    if call_on_change(&s.on_change, &policy) {
         let mut st = s.state.lock();
         st.applied = Some(policy);
         st.report_now = true;
@@ -403,5 +514,9 @@ fn status_loop(s: &Shared) {
     }
 }
 
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(feature = "mqtt")]
+pub use mqtt::{MqttPolicyConfig, MqttPolicyWatcher};
 #[cfg(test)]
 mod tests;

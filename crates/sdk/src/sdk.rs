@@ -1,6 +1,7 @@
-//! One call to set everything up: [`init`] builds the OTLP/HTTP sink, the
-//! tracer, logger and meter providers over it, and the policy watcher that
-//! retunes them at run time.
+//! One call to set everything up: [`init`] builds the sink (OTLP/HTTP,
+//! Kafka or MQTT, by [`Config::endpoint`] or [`Config::export`]), the
+//! tracer, logger and meter providers over it, and the policy watcher (over
+//! Server-Sent Events or MQTT) that retunes them at run time.
 //!
 //! A policy field set by the server overrides the configured value; a
 //! field the server leaves `null` (or a policy that goes away) brings the
@@ -10,11 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::attributes::KeyValue;
-use crate::export::Sink;
-use crate::http::{HttpSink, HttpSinkConfig};
+use crate::export::{Export, FailedSink, Sink};
 use crate::logs::{LogConfig, Logger, LoggerProvider};
 use crate::metrics::{Meter, MeterProvider};
-use crate::policy::{ClientIdentity, EffectivePolicy, Health, PolicyWatcher};
+use crate::policy::{ClientIdentity, EffectivePolicy, Health, PolicySource, PolicySubscription};
 use crate::trace::{host_name, new_span_id, Resource, TraceConfig, Tracer, TracerProvider};
 
 /// What [`init`] sets up.
@@ -22,10 +22,21 @@ use crate::trace::{host_name, new_span_id, Resource, TraceConfig, Tracer, Tracer
 pub struct Config {
     /// `service.name`.
     pub service_name: String,
-    /// The OTLP/HTTP endpoint (`/v1/traces` etc. are appended).
+    /// Where telemetry goes, as a URL: an OTLP/HTTP endpoint
+    /// (`http://host:4318`; `/v1/traces` etc. are appended),
+    /// `kafka://host:port[,host:port]` or `mqtt://host:port`, with the
+    /// query parameters of [`Export::from_url`]. Unused when `export` is
+    /// set.
     pub endpoint: String,
-    /// Sonde's API, for collection policies; `None` disables them.
+    /// The exporter with every setting; overrides `endpoint`.
+    pub export: Option<Export>,
+    /// Where collection policies come from, as a URL: Sonde's API
+    /// (`http://host:7070`, Server-Sent Events) or `mqtt://host:port`
+    /// (retained messages, see [`PolicySource::from_url`]); `None` disables
+    /// them. Unused when `policies` is set.
     pub api: Option<String>,
+    /// The policy source with every setting; overrides `api`.
+    pub policies: Option<PolicySource>,
     /// More resource attributes (`service.version`, `deployment.environment`,
     /// a `host.name` other than the system's, ...).
     pub resource: Vec<KeyValue>,
@@ -45,7 +56,9 @@ impl Default for Config {
         Config {
             service_name: "unknown_service".to_string(),
             endpoint: "http://127.0.0.1:4318".to_string(),
+            export: None,
             api: Some("http://127.0.0.1:7070".to_string()),
+            policies: None,
             resource: Vec::new(),
             trace_sampling_ratio: 1.0,
             metric_interval: crate::metrics::DEFAULT_INTERVAL,
@@ -68,8 +81,10 @@ pub struct Sdk {
     traces: TracerProvider,
     logs: LoggerProvider,
     metrics: MeterProvider,
-    sink: Arc<HttpSink>,
-    watcher: Option<PolicyWatcher>,
+    sink: Arc<dyn Sink>,
+    watcher: Option<PolicySubscription>,
+    /// Why the policy source in the configuration is not followed.
+    setup_error: Option<String>,
     shut_down: bool,
 }
 
@@ -77,15 +92,25 @@ pub struct Sdk {
 /// export.
 const DROP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Builds the sink, the three providers and (when `api` is set) the policy
-/// watcher.
+/// Builds the sink, the three providers and (when `api` or `policies` is
+/// set) the policy watcher. Never fails: an exporter that cannot be set up
+/// (a bad URL, a transport this build lacks) drops every batch and says
+/// why in [`Sdk::health`], as does a policy source that cannot be.
 pub fn init(config: Config) -> Sdk {
     let resource = Resource::new(config.service_name.clone(), config.resource.clone());
-    let sink = HttpSink::new(HttpSinkConfig {
-        endpoint: config.endpoint.clone(),
-        ..HttpSinkConfig::default()
+    let client_id = config.client_id.clone().unwrap_or_else(|| {
+        let r = u64::from_be_bytes(new_span_id());
+        format!("{}-{:08x}", config.service_name, r as u32)
     });
-    let dyn_sink: Arc<dyn Sink> = sink.clone();
+    let export = match config.export.clone() {
+        Some(export) => Ok(export),
+        None => Export::from_url(&config.endpoint),
+    };
+    let sink: Arc<dyn Sink> = match export {
+        Ok(export) => export.for_client(&client_id, &config.service_name).start(),
+        Err(e) => FailedSink::new(e.to_string()),
+    };
+    let dyn_sink = Arc::clone(&sink);
     let traces = TracerProvider::new(
         Arc::clone(&dyn_sink),
         TraceConfig {
@@ -112,16 +137,22 @@ pub fn init(config: Config) -> Sdk {
         interval: config.metric_interval,
         min_severity: config.min_log_severity,
     };
-    let watcher = config.api.as_deref().map(|api| {
+    let source = match (&config.policies, &config.api) {
+        (Some(source), _) => Some(Ok(source.clone())),
+        (None, Some(api)) => Some(PolicySource::from_url(api)),
+        (None, None) => None,
+    };
+    let setup_error = match &source {
+        Some(Err(e)) => Some(format!("policies not followed: {e}")),
+        _ => None,
+    };
+    let watcher = source.and_then(Result::ok).map(|source| {
         let host = match resource.get("host.name") {
             Some(h) => h.as_str().into_owned(),
             None => host_name(),
         };
         let identity = ClientIdentity {
-            client_id: config.client_id.clone().unwrap_or_else(|| {
-                let r = u64::from_be_bytes(new_span_id());
-                format!("{}-{:08x}", config.service_name, r as u32)
-            }),
+            client_id: client_id.clone(),
             kind: "sdk".to_string(),
             service: config.service_name.clone(),
             host,
@@ -130,8 +161,8 @@ pub fn init(config: Config) -> Sdk {
         let (t, l, m) = (traces.clone(), logs.clone(), metrics.clone());
         let health_sink = sink.clone();
         let (t2, l2) = (traces.clone(), logs.clone());
-        PolicyWatcher::start(
-            api,
+        PolicySubscription::start(
+            &source,
             identity,
             Box::new(move |p| apply_policy(p, defaults, &t, &l, &m)),
             Box::new(move || health(&*health_sink, &t2, &l2)),
@@ -143,6 +174,7 @@ pub fn init(config: Config) -> Sdk {
         metrics,
         sink,
         watcher,
+        setup_error,
         shut_down: false,
     }
 }
@@ -213,13 +245,19 @@ impl Sdk {
 
     /// The policy in force, if the server sent one.
     pub fn policy(&self) -> Option<EffectivePolicy> {
-        self.watcher.as_ref().and_then(PolicyWatcher::current)
+        self.watcher.as_ref().and_then(PolicySubscription::current)
     }
 
     /// What the status reports say: the sink's counters, with the spans and
-    /// records the processors dropped counted as dropped batches of one.
+    /// records the processors dropped counted as dropped batches of one;
+    /// and a policy source that could not be set up.
     pub fn health(&self) -> Health {
-        health(&*self.sink, &self.traces, &self.logs)
+        let mut h = health(&*self.sink, &self.traces, &self.logs);
+        if let (None, Some(e)) = (&h.last_error, &self.setup_error) {
+            h.healthy = false;
+            h.last_error = Some(e.clone());
+        }
+        h
     }
 
     /// Stops following policies, exports everything still held and waits,

@@ -242,6 +242,15 @@ pub async fn serve_with(
     let (stop_tx, stop_rx) = watch::channel(false);
     let upkeep = spawn_upkeep(state.clone(), stop_rx.clone());
     let alerting = crate::alerting::spawn(state.clone(), stop_rx.clone());
+    let mqtt = crate::brokers::mqtt::spawn(state.clone(), stop_rx.clone())?;
+    #[cfg(feature = "kafka")]
+    let kafka = crate::brokers::kafka::spawn(state.clone(), stop_rx.clone())?;
+    #[cfg(not(feature = "kafka"))]
+    let kafka: Option<tokio::task::JoinHandle<()>> = if state.config.kafka_brokers.is_empty() {
+        None
+    } else {
+        anyhow::bail!("kafka_brokers is set, but this sonde was built without Kafka; build with `--features kafka`")
+    };
     let shutdown = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -278,6 +287,9 @@ pub async fn serve_with(
     }
     let _ = upkeep.await;
     let _ = alerting.await;
+    for broker in [mqtt, kafka].into_iter().flatten() {
+        let _ = broker.await;
+    }
     tokio::task::block_in_place(|| state.store.sync()).context("final WAL flush failed")?;
     tokio::task::block_in_place(|| state.records.sync())
         .context("final record WAL flush failed")?;

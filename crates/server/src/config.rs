@@ -82,6 +82,43 @@ pub struct Config {
     /// Sonde's URL as users reach it, for links in alerts (default
     /// `http://<api_addr>`).
     pub external_url: String,
+    /// Kafka bootstrap servers, `host:port,...`; empty: no Kafka ingest.
+    pub kafka_brokers: String,
+    /// The consumer group: one per Sonde deployment, shared by its nodes.
+    pub kafka_group_id: String,
+    /// Topics read, as `TOPIC:ENCODING[:SIGNAL]`.
+    pub kafka_topics: Vec<String>,
+    /// Topic that malformed messages are copied to (empty: none).
+    pub kafka_dead_letter_topic: String,
+    /// Message headers that become resource attributes or labels.
+    pub kafka_header_attributes: Vec<String>,
+    /// Attribute the message key becomes (empty: the key is ignored).
+    pub kafka_key_attribute: String,
+    /// Further librdkafka consumer settings, `name=value`.
+    pub kafka_options: Vec<String>,
+    /// MQTT broker, `mqtt://host:port`; empty: no MQTT.
+    pub mqtt_url: String,
+    /// `5` or `3.1.1`.
+    pub mqtt_protocol: String,
+    /// Client id of the persistent session: keep it stable across restarts
+    /// so the broker holds messages while Sonde is down.
+    pub mqtt_client_id: String,
+    /// Subscriptions, as `TOPIC-TEMPLATE:ENCODING[:SIGNAL]`; `{name}` levels
+    /// become labels.
+    pub mqtt_subscriptions: Vec<String>,
+    /// QoS of the subscriptions: 0 or 1.
+    pub mqtt_qos: usize,
+    /// Topic prefix under which policies are published as retained
+    /// messages, one per scope (empty: not published).
+    pub mqtt_policy_topic: String,
+    /// JSON payloads: the field holding the time (seconds, milliseconds,
+    /// microseconds or nanoseconds since the epoch, or RFC 3339); arrival
+    /// time when absent.
+    pub json_timestamp_field: String,
+    /// JSON payloads: string fields become `labels` or a `log`.
+    pub json_string_fields: String,
+    /// InfluxDB line protocol timestamps: `ns`, `us`, `ms` or `s`.
+    pub influx_precision: String,
 }
 
 impl Default for Config {
@@ -122,6 +159,30 @@ impl Default for Config {
             alertmanager_urls: Vec::new(),
             alert_resend_delay: "1m".into(),
             external_url: String::new(),
+            kafka_brokers: String::new(),
+            kafka_group_id: "sonde".into(),
+            kafka_topics: vec![
+                "otlp_metrics:otlp_proto:metrics".into(),
+                "otlp_spans:otlp_proto:traces".into(),
+                "otlp_logs:otlp_proto:logs".into(),
+            ],
+            kafka_dead_letter_topic: String::new(),
+            kafka_header_attributes: vec!["tenant".into(), "service.name".into()],
+            kafka_key_attribute: String::new(),
+            kafka_options: Vec::new(),
+            mqtt_url: String::new(),
+            mqtt_protocol: "5".into(),
+            mqtt_client_id: "sonde".into(),
+            mqtt_subscriptions: vec![
+                "otlp/metrics:otlp_proto:metrics".into(),
+                "otlp/traces:otlp_proto:traces".into(),
+                "otlp/logs:otlp_proto:logs".into(),
+            ],
+            mqtt_qos: 1,
+            mqtt_policy_topic: "sonde/policies".into(),
+            json_timestamp_field: "timestamp".into(),
+            json_string_fields: "labels".into(),
+            influx_precision: "ns".into(),
         }
     }
 }
@@ -204,6 +265,8 @@ impl Config {
         config.store_options()?;
         config.records_config()?;
         config.durations()?;
+        config.broker_routes()?;
+        config.decode_options()?;
         Ok(config)
     }
 
@@ -280,6 +343,68 @@ impl Config {
     }
 }
 
+impl Config {
+    /// (Kafka routes, MQTT routes), checked.
+    pub fn broker_routes(
+        &self,
+    ) -> anyhow::Result<(Vec<crate::brokers::Route>, Vec<crate::brokers::Route>)> {
+        use crate::brokers::{Encoding, Route};
+        let parse = |key: &str, specs: &[String]| -> anyhow::Result<Vec<Route>> {
+            specs
+                .iter()
+                .map(|s| Route::parse(s).with_context(|| format!("setting {key}")))
+                .collect()
+        };
+        let kafka = parse("kafka_topics", &self.kafka_topics)?;
+        if let Some(r) = kafka.iter().find(|r| r.encoding == Encoding::Sparkplug) {
+            bail!(
+                "setting kafka_topics: {}: Sparkplug B is read from MQTT only",
+                r.topic
+            );
+        }
+        let mqtt = parse("mqtt_subscriptions", &self.mqtt_subscriptions)?;
+        if !matches!(self.mqtt_protocol.as_str(), "5" | "3.1.1") {
+            bail!(
+                "setting mqtt_protocol: {:?} is not 5 or 3.1.1",
+                self.mqtt_protocol
+            );
+        }
+        if self.mqtt_qos > 1 {
+            bail!("setting mqtt_qos: {} is not 0 or 1", self.mqtt_qos);
+        }
+        if !self.mqtt_url.is_empty() {
+            crate::brokers::mqtt::parse_url(&self.mqtt_url).context("setting mqtt_url")?;
+        }
+        Ok((kafka, mqtt))
+    }
+
+    /// Options of the JSON and line-protocol decoders.
+    pub fn decode_options(&self) -> anyhow::Result<crate::brokers::DecodeOptions> {
+        use sonde_ingest::influx::Precision;
+        use sonde_ingest::json_telemetry::StringFields;
+        let Some(influx_precision) = Precision::parse(&self.influx_precision) else {
+            bail!(
+                "setting influx_precision: {:?} is not ns, us, ms or s",
+                self.influx_precision
+            );
+        };
+        let string_fields = match self.json_string_fields.as_str() {
+            "labels" => StringFields::Labels,
+            "log" => StringFields::Log,
+            other => bail!("setting json_string_fields: {other:?} is not labels or log"),
+        };
+        let json = sonde_ingest::json_telemetry::JsonOptions {
+            timestamp_field: self.json_timestamp_field.clone(),
+            string_fields,
+            ..Default::default()
+        };
+        Ok(crate::brokers::DecodeOptions {
+            json,
+            influx_precision,
+        })
+    }
+}
+
 trait Defaults {
     fn try_from_defaults() -> toml::Table;
 }
@@ -311,6 +436,17 @@ impl Defaults for toml::Table {
             ("rule_evaluation_interval", &d.rule_evaluation_interval),
             ("alert_resend_delay", &d.alert_resend_delay),
             ("external_url", &d.external_url),
+            ("kafka_brokers", &d.kafka_brokers),
+            ("kafka_group_id", &d.kafka_group_id),
+            ("kafka_dead_letter_topic", &d.kafka_dead_letter_topic),
+            ("kafka_key_attribute", &d.kafka_key_attribute),
+            ("mqtt_url", &d.mqtt_url),
+            ("mqtt_protocol", &d.mqtt_protocol),
+            ("mqtt_client_id", &d.mqtt_client_id),
+            ("mqtt_policy_topic", &d.mqtt_policy_topic),
+            ("json_timestamp_field", &d.json_timestamp_field),
+            ("json_string_fields", &d.json_string_fields),
+            ("influx_precision", &d.influx_precision),
         ] {
             t.insert(k.into(), s(v));
         }
@@ -328,6 +464,7 @@ impl Defaults for toml::Table {
             ("max_label_value_length", d.max_label_value_length),
             ("query_max_samples", d.query_max_samples),
             ("max_concurrent_queries", d.max_concurrent_queries),
+            ("mqtt_qos", d.mqtt_qos),
         ] {
             t.insert(k.into(), i(v));
         }
@@ -335,6 +472,10 @@ impl Defaults for toml::Table {
             ("rule_files", &d.rule_files),
             ("alert_webhooks", &d.alert_webhooks),
             ("alertmanager_urls", &d.alertmanager_urls),
+            ("kafka_topics", &d.kafka_topics),
+            ("kafka_header_attributes", &d.kafka_header_attributes),
+            ("kafka_options", &d.kafka_options),
+            ("mqtt_subscriptions", &d.mqtt_subscriptions),
         ] {
             t.insert(
                 k.into(),

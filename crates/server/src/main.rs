@@ -6,6 +6,7 @@ mod alerting_api;
 mod api;
 mod app;
 mod body;
+mod brokers;
 mod cli;
 mod cli_policies;
 mod cli_records;

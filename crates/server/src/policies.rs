@@ -73,7 +73,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    fn overlay(&mut self, other: &Settings) {
+    pub fn overlay(&mut self, other: &Settings) {
         if other.trace_sampling_ratio.is_some() {
             self.trace_sampling_ratio = other.trace_sampling_ratio;
         }

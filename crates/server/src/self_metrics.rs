@@ -31,6 +31,10 @@ pub struct SelfMetrics {
     records: Mutex<BTreeMap<SignalProtocol, (u64, u64)>>,
     /// endpoint -> latency histogram.
     queries: Mutex<BTreeMap<&'static str, QueryLatency>>,
+    /// (transport, topic or subscription, outcome) -> broker messages.
+    broker_messages: Mutex<BTreeMap<(&'static str, String, &'static str), u64>>,
+    /// transport -> connected to its broker.
+    broker_up: Mutex<BTreeMap<&'static str, bool>>,
 }
 
 impl SelfMetrics {
@@ -42,6 +46,8 @@ impl SelfMetrics {
             samples: Mutex::new(BTreeMap::new()),
             records: Mutex::new(BTreeMap::new()),
             queries: Mutex::new(BTreeMap::new()),
+            broker_messages: Mutex::new(BTreeMap::new()),
+            broker_up: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -55,6 +61,49 @@ impl SelfMetrics {
             .lock()
             .entry((protocol, reason))
             .or_default() += 1;
+    }
+
+    /// One message read off a broker: `stored`, `malformed` or
+    /// `dead_lettered`.
+    pub fn broker_message(&self, transport: &'static str, topic: &str, outcome: &'static str) {
+        *self
+            .broker_messages
+            .lock()
+            .entry((transport, topic.to_string(), outcome))
+            .or_default() += 1;
+    }
+
+    pub fn broker_connected(&self, transport: &'static str, up: bool) {
+        self.broker_up.lock().insert(transport, up);
+    }
+
+    fn render_brokers(&self, w: &mut String) {
+        header(
+            w,
+            "sonde_broker_messages_total",
+            "counter",
+            "Messages read from Kafka and MQTT, by topic (or subscription) and outcome.",
+        );
+        for ((t, topic, outcome), n) in self.broker_messages.lock().iter() {
+            let topic = topic.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                w,
+                "sonde_broker_messages_total{{transport=\"{t}\",topic=\"{topic}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        header(
+            w,
+            "sonde_broker_connected",
+            "gauge",
+            "1 while the connection to the broker is up.",
+        );
+        for (t, up) in self.broker_up.lock().iter() {
+            let _ = writeln!(
+                w,
+                "sonde_broker_connected{{transport=\"{t}\"}} {}",
+                *up as u8
+            );
+        }
     }
 
     pub fn samples(&self, protocol: &'static str, n: u64) {
@@ -303,6 +352,7 @@ impl SelfMetrics {
             "Seconds since start.",
             self.started.elapsed().as_secs_f64(),
         );
+        self.render_brokers(&mut out);
         out
     }
 }

@@ -16,7 +16,7 @@ use sonde_ingest::otlp::collector::{
 use sonde_ingest::MetricsBatch;
 use sonde_store::AppendReport;
 
-use crate::app::AppState;
+use crate::app::{App, AppState};
 use crate::body::{content_encoding, content_type, decode_content, read_raw, RequestError};
 
 /// `google.rpc.Status`, the body of an OTLP error response.
@@ -98,20 +98,25 @@ pub async fn store_otlp(
     let outcome = blocking(move || {
         let req = decode()?;
         let batch: MetricsBatch = st.converter.convert(&req, st.clock.now_ms());
-        for m in batch.metadata {
-            st.store.set_metadata(m).map_err(storage_error)?;
-        }
-        let report = st.store.append(&batch.series).map_err(storage_error)?;
-        store_exemplars(&st.store, &batch.exemplars)?;
-        Ok(OtlpOutcome {
-            report,
-            dropped: batch.rejected_points,
-            first_drop: batch.first_rejection,
-        })
+        append_batch(&st, batch)
     })
     .await?;
     state.metrics.samples(protocol, outcome.report.accepted);
     Ok(outcome)
+}
+
+/// Stores a decoded batch: metadata, samples, then exemplars. Blocking.
+pub(crate) fn append_batch(st: &App, batch: MetricsBatch) -> Result<OtlpOutcome, RequestError> {
+    for m in batch.metadata {
+        st.store.set_metadata(m).map_err(storage_error)?;
+    }
+    let report = st.store.append(&batch.series).map_err(storage_error)?;
+    store_exemplars(&st.store, &batch.exemplars)?;
+    Ok(OtlpOutcome {
+        report,
+        dropped: batch.rejected_points,
+        first_drop: batch.first_rejection,
+    })
 }
 
 /// Decodes and stores a remote-write body on a blocking thread: the decoded

@@ -94,6 +94,25 @@ fn storage_error(e: sonde_records::Error) -> RequestError {
     }
 }
 
+/// A decoded OTLP traces or logs request.
+pub(crate) enum RecordsRequest {
+    Traces(otlp::ExportTraceServiceRequest),
+    Logs(otlp::ExportLogsServiceRequest),
+}
+
+impl RecordsRequest {
+    /// Decodes an uncompressed OTLP message of `signal`.
+    pub fn decode(signal: Signal, json: bool, body: &[u8]) -> Result<Self, RequestError> {
+        let bad = |e: sonde_ingest::Error| RequestError::BadRequest(e.to_string());
+        Ok(match (signal, json) {
+            (Signal::Traces, false) => Self::Traces(otlp::decode_traces_proto(body).map_err(bad)?),
+            (Signal::Traces, true) => Self::Traces(otlp::decode_traces_json(body).map_err(bad)?),
+            (Signal::Logs, false) => Self::Logs(otlp::decode_logs_proto(body).map_err(bad)?),
+            (Signal::Logs, true) => Self::Logs(otlp::decode_logs_json(body).map_err(bad)?),
+        })
+    }
+}
+
 /// Decodes, converts, stores and publishes to live tail, on a blocking
 /// thread. `body` is the uncompressed OTLP message.
 pub(crate) async fn store_records(
@@ -103,19 +122,24 @@ pub(crate) async fn store_records(
     json: bool,
     decode_body: impl FnOnce() -> Result<Vec<u8>, RequestError> + Send + 'static,
 ) -> Result<RecordsOutcome, RequestError> {
+    store_records_request(state, protocol, move || {
+        RecordsRequest::decode(signal, json, &decode_body()?)
+    })
+    .await
+}
+
+/// Converts, stores and publishes to live tail what `decode` returns, on a
+/// blocking thread.
+pub(crate) async fn store_records_request(
+    state: &AppState,
+    protocol: &'static str,
+    decode: impl FnOnce() -> Result<RecordsRequest, RequestError> + Send + 'static,
+) -> Result<RecordsOutcome, RequestError> {
     let st = state.clone();
     let outcome = blocking(move || {
-        let body = decode_body()?;
-        let bad = |e: sonde_ingest::Error| RequestError::BadRequest(e.to_string());
         let limits = st.record_limits.clone();
-        match signal {
-            Signal::Traces => {
-                let req = if json {
-                    otlp::decode_traces_json(&body)
-                } else {
-                    otlp::decode_traces_proto(&body)
-                }
-                .map_err(bad)?;
+        match decode()? {
+            RecordsRequest::Traces(req) => {
                 let batch = otlp::convert_traces(&req, &limits);
                 let accepted = batch.spans.len() as u64;
                 st.spanmetrics.observe(&batch.spans);
@@ -130,32 +154,19 @@ pub(crate) async fn store_records(
                         .map_err(storage_error)?;
                 }
                 Ok(RecordsOutcome {
-                    signal,
+                    signal: Signal::Traces,
                     accepted,
                     rejected: batch.rejected,
                     first_rejection: batch.first_rejection,
                 })
             }
-            Signal::Logs => {
-                let req = if json {
-                    otlp::decode_logs_json(&body)
-                } else {
-                    otlp::decode_logs_proto(&body)
-                }
-                .map_err(bad)?;
+            RecordsRequest::Logs(req) => {
                 let now_ns = st.clock.now_ms().saturating_mul(1_000_000);
                 let batch = otlp::convert_logs(&req, &limits, now_ns);
                 let accepted = batch.logs.len() as u64;
-                if st.tail.has_subscribers() {
-                    st.records
-                        .append_logs(batch.logs.clone())
-                        .map_err(storage_error)?;
-                    st.tail.publish(TailBatch::Logs(batch.logs));
-                } else {
-                    st.records.append_logs(batch.logs).map_err(storage_error)?;
-                }
+                store_logs(&st, batch.logs)?;
                 Ok(RecordsOutcome {
-                    signal,
+                    signal: Signal::Logs,
                     accepted,
                     rejected: batch.rejected,
                     first_rejection: batch.first_rejection,
@@ -165,12 +176,28 @@ pub(crate) async fn store_records(
     })
     .await?;
     state.metrics.records(
-        signal.as_str(),
+        outcome.signal.as_str(),
         protocol,
         outcome.accepted,
         outcome.rejected,
     );
     Ok(outcome)
+}
+
+/// Stores converted log records and publishes them to live tail. Blocking.
+pub(crate) fn store_logs(
+    st: &crate::app::App,
+    logs: Vec<sonde_model::records::LogRecord>,
+) -> Result<(), RequestError> {
+    if st.tail.has_subscribers() {
+        st.records
+            .append_logs(logs.clone())
+            .map_err(storage_error)?;
+        st.tail.publish(TailBatch::Logs(logs));
+    } else {
+        st.records.append_logs(logs).map_err(storage_error)?;
+    }
+    Ok(())
 }
 
 async fn otlp_http_records(

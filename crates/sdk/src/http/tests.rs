@@ -1,3 +1,4 @@
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use parking_lot::Mutex;
 use prost::Message;
 
 use super::*;
+use crate::export::Sink;
 
 /// A request as the test server saw it.
 #[derive(Debug, Clone)]
@@ -232,15 +234,7 @@ fn queue_overflow_drops_the_oldest_and_counts() {
     let st = sink.stats();
     assert_eq!(st.queued_batches, 3);
     assert_eq!(st.dropped_batches, 2, "batches 1 and 2 dropped");
-    let queued: Vec<u8> = sink
-        .shared
-        .state
-        .lock()
-        .queue
-        .iter()
-        .map(|(_, b)| b[0])
-        .collect();
-    assert_eq!(queued, vec![3, 4, 5]);
+    assert_eq!(sink.queue.first_bytes(), vec![3, 4, 5]);
     drop(listener);
 }
 

@@ -188,3 +188,37 @@ fn init_exports_over_http_and_follows_policies() {
     assert!(posts.iter().any(|(p, _)| p == "/v1/metrics"));
     assert!(posts.iter().any(|(p, _)| p == "/api/v1/clients/status"));
 }
+
+#[test]
+fn a_transport_or_policy_source_that_cannot_be_set_up_is_reported() {
+    let sdk = init(Config {
+        endpoint: "localhost:4318".into(),
+        api: Some("ftp://policies".into()),
+        ..Config::default()
+    });
+    sdk.tracer("t").start("lost").end();
+    assert!(sdk.tracer_provider().force_flush(Duration::from_secs(5)));
+    let h = sdk.health();
+    assert!(!h.healthy);
+    assert_eq!(h.dropped_batches, 1, "{h:?}");
+    assert!(h.last_error.unwrap_or_default().contains("localhost:4318"));
+    assert!(sdk.policy().is_none());
+
+    // A sink that has sent nothing has no error of its own to report.
+    let sdk = init(Config {
+        export: Some(Export::Http(crate::http::HttpSinkConfig {
+            endpoint: "http://127.0.0.1:1".into(),
+            timeout: Duration::from_millis(100),
+            ..Default::default()
+        })),
+        api: Some("ftp://policies".into()),
+        ..Config::default()
+    });
+    let h = sdk.health();
+    let e = h.last_error.unwrap_or_default();
+    assert!(
+        e.starts_with("policies not followed") && e.contains("ftp"),
+        "{e}"
+    );
+    sdk.shutdown(Duration::from_millis(10));
+}
