@@ -10,6 +10,21 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use sonde_store::{FsyncPolicy, StoreOptions};
 
+/// `SONDE_*` variables of the test and benchmark tooling, not settings.
+const TOOLING_ENV: [&str; 11] = [
+    "SHARED",
+    "REQUIRE_SHARED",
+    "REQUIRE_BROKERS",
+    "TANSU",
+    "TOOLS",
+    "BIN",
+    "TEST_CACHE",
+    "SKIP_NODE",
+    "SKIP_UI",
+    "UI_DEMO",
+    "UI_KEEP",
+];
+
 /// Every setting of `sonde serve`. See `sonde.example.toml` for each key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -200,7 +215,7 @@ impl Config {
             if let Some(key) = k.strip_prefix("SONDE_") {
                 if key == "CONFIG" {
                     file = Some(PathBuf::from(v));
-                } else if key != "SHARED" && key != "REQUIRE_SHARED" {
+                } else if !TOOLING_ENV.contains(&key) {
                     overrides.insert(key.to_ascii_lowercase(), v);
                 }
             }
