@@ -13,6 +13,7 @@ import signal
 import tempfile
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -117,8 +118,17 @@ def alerts(sonde, name: str) -> list[dict]:
     return [a for a in sonde.api("/api/v1/alerts")["alerts"] if a["labels"]["alertname"] == name]
 
 
+# The group of built-in anomaly rules every server runs (anomaly_detection).
+BUILTIN_GROUP = "sonde-builtin-anomalies"
+
+
+def file_groups(data: dict) -> list[dict]:
+    """The groups of /api/v1/rules that come from rule files."""
+    return [g for g in data["groups"] if g["name"] != BUILTIN_GROUP]
+
+
 def rules_by_name(sonde) -> dict[str, dict]:
-    return {r["name"]: r for g in sonde.api("/api/v1/rules")["groups"] for r in g["rules"]}
+    return {r["name"]: r for g in file_groups(sonde.api("/api/v1/rules")) for r in g["rules"]}
 
 
 def write_rules(directory: Path, text: str, name: str = "rules.yml") -> None:
@@ -289,7 +299,7 @@ groups:
     assert r.json()["status"] == "error" and "could not parse expression" in r.json()["error"]
     data = sonde.api("/api/v1/rules")
     assert "broken.yml" in data["lastReloadError"]
-    assert {r["name"] for g in data["groups"] for r in g["rules"]} == {"AlwaysOn", "answer"}
+    assert {r["name"] for g in file_groups(data) for r in g["rules"]} == {"AlwaysOn", "answer"}
     assert alerts(sonde, "AlwaysOn")[0]["activeAt"] == first[0]["activeAt"]
     r = sonde.http.post(f"{sonde.api_url}/api/v1/admin/reload_rules", timeout=30)
     assert r.status_code == 500
@@ -301,9 +311,11 @@ groups:
     sonde.proc.send_signal(signal.SIGHUP)
     data = wait_for(
         "the SIGHUP reload",
-        lambda: (d := sonde.api("/api/v1/rules")) and "lastReloadError" not in d and len(d["groups"]) == 2 and d,
+        lambda: (d := sonde.api("/api/v1/rules")) and "lastReloadError" not in d and len(file_groups(d)) == 2 and d,
     )
-    assert {g["name"]: g["interval"] for g in data["groups"]} == {"base": 1, "extra": 2}
+    assert {g["name"]: g["interval"] for g in file_groups(data)} == {"base": 1, "extra": 2}
+    # Reloads keep the built-in anomaly rules, after the files' groups.
+    assert data["groups"][-1]["name"] == BUILTIN_GROUP and len(data["groups"]) == 3
     assert alerts(sonde, "AlwaysOn")[0]["activeAt"] == first[0]["activeAt"]
     # Reloads never re-announced the alert that kept firing.
     assert len(hook.received()) == 1
@@ -315,6 +327,38 @@ groups:
     assert resolved[0]["alerts"][0]["labels"]["alertname"] == "AlwaysOn"
     assert alerts(sonde, "AlwaysOn") == []
     assert sonde.api("/api/v1/alerts/history", {"rule": "AlwaysOn", "limit": "1"})["transitions"][0]["to"] == "resolved"
+
+
+def test_firing_alert_survives_a_restart_and_a_crash(sonde_factory, tmp_path):
+    write_rules(tmp_path, """
+groups:
+  - name: workers
+    rules:
+      - alert: JobsStuck
+        expr: stuck_jobs > 0
+        for: 5s
+""")
+    sonde = sonde_factory("--rule-files", f"{tmp_path}/*.yml")
+    push(sonde, "stuck_jobs", {"job": "worker"}, 3)
+    firing = wait_for(
+        "the firing alert",
+        lambda: [a for a in alerts(sonde, "JobsStuck") if a["state"] == "firing"],
+        timeout=5 + 3,
+    )
+    active_at = firing[0]["activeAt"]
+    # ALERTS_FOR_STATE holds activeAt in unix seconds, as Prometheus writes it.
+    [(labels, since)] = sonde.vector('ALERTS_FOR_STATE{alertname="JobsStuck"}').items()
+    assert dict(labels) == {"__name__": "ALERTS_FOR_STATE", "alertname": "JobsStuck", "job": "worker"}
+    assert abs(since - datetime.fromisoformat(active_at).timestamp()) < 0.0015, (since, active_at)
+
+    for crash in (False, True):
+        sonde.restart(crash=crash)
+        # The first evaluation after the restart finds it firing, with the
+        # activeAt it had: its `for` is not served again.
+        seen = wait_for("the alert after the restart", lambda: alerts(sonde, "JobsStuck"), timeout=5, interval=0.02)
+        assert [(a["state"], a["activeAt"]) for a in seen] == [("firing", active_at)], f"crash={crash}"
+        history = sonde.api("/api/v1/alerts/history", {"rule": "JobsStuck"})["transitions"]
+        assert [(t["from"], t["to"]) for t in history] == [("inactive", "firing")], f"crash={crash}"
 
 
 class Alertmanager(LoggedProcess):

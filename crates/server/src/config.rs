@@ -97,6 +97,10 @@ pub struct Config {
     /// Sonde's URL as users reach it, for links in alerts (default
     /// `http://<api_addr>`).
     pub external_url: String,
+    /// Built-in anomaly rules on every service's and host's key series:
+    /// `auto` (events and alerts, never notified), `notify` (also sent to
+    /// the receivers) or `off`.
+    pub anomaly_detection: String,
     /// Kafka bootstrap servers, `host:port,...`; empty: no Kafka ingest.
     pub kafka_brokers: String,
     /// The consumer group: one per Sonde deployment, shared by its nodes.
@@ -174,6 +178,7 @@ impl Default for Config {
             alertmanager_urls: Vec::new(),
             alert_resend_delay: "1m".into(),
             external_url: String::new(),
+            anomaly_detection: "auto".into(),
             kafka_brokers: String::new(),
             kafka_group_id: "sonde".into(),
             kafka_topics: vec![
@@ -451,6 +456,7 @@ impl Defaults for toml::Table {
             ("rule_evaluation_interval", &d.rule_evaluation_interval),
             ("alert_resend_delay", &d.alert_resend_delay),
             ("external_url", &d.external_url),
+            ("anomaly_detection", &d.anomaly_detection),
             ("kafka_brokers", &d.kafka_brokers),
             ("kafka_group_id", &d.kafka_group_id),
             ("kafka_dead_letter_topic", &d.kafka_dead_letter_topic),

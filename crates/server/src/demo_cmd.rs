@@ -79,7 +79,10 @@ fn demo_flags(args: &[String]) -> anyhow::Result<(DemoConfig, bool, Vec<String>)
 }
 
 /// The demo's alerts, used when no `rule_files` are configured: the
-/// incidents the simulation injects should be caught.
+/// incidents the simulation injects should be caught. Anomalies in every
+/// service's latency, errors and traffic need no rule here: the built-in
+/// anomaly rules (`anomaly_detection`) watch them; this adds the alert
+/// that pages.
 const DEMO_RULES: &str = r#"groups:
   - name: shop
     rules:
@@ -94,13 +97,6 @@ const DEMO_RULES: &str = r#"groups:
         labels: {severity: page}
         annotations:
           summary: '{{ $labels.service_name }}: {{ $value | humanizePercentage }} of requests fail'
-      - alert: LatencyAnomaly
-        expr: histogram_quantile(0.95, sum by (service_name, le) (rate(traces_span_metrics_duration_seconds_bucket{span_kind="SPAN_KIND_SERVER"}[1m])))
-        anomaly: {score_above: 0.8}
-        labels: {severity: warn}
-        annotations:
-          summary: '{{ $labels.service_name }} p95 latency is unusual'
-          description: '{{ $explanation }}'
 "#;
 
 pub fn run(
@@ -154,7 +150,8 @@ pub fn run(
              Logs:     sonde logs --service checkout --follow true\n  \
              Jaeger:   {api}/api/services (Grafana's Jaeger data source)\n  \
              Policies: sonde policy set debug --scope service:payments --sampling 0.1 --ttl 5m\n  \
-             Alerts:   {api}/api/v1/alerts (rules in the data dir's demo-rules.yml)\n\n  \
+             Alerts:   {api}/api/v1/alerts (rules in the data dir's demo-rules.yml)\n  \
+             Anomaly:  {api}/anomalies (built-in detection on every service and host)\n\n  \
              Ctrl-C stops it.\n"
         );
         Ok(Box::new(Running { demo, agent }) as Box<dyn Companion>)

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use sonde_analysis::{Assessment, Detector, DetectorConfig};
-use sonde_model::{stale_nan, Labels, Sample, Series, METRIC_NAME};
+use sonde_model::{is_stale_nan, stale_nan, Labels, Matcher, Sample, Series, METRIC_NAME};
 use sonde_query::Value;
 
 use super::notify::Notice;
@@ -21,11 +21,18 @@ const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
 const MAX_DETECTORS: usize = 10_000;
 /// A detector whose series has been absent this long is dropped.
 const DETECTOR_IDLE_MS: i64 = 60 * 60 * 1000;
+/// The series holding each active alert's `activeAt`, read back at startup.
+pub const FOR_STATE: &str = "ALERTS_FOR_STATE";
+/// `for` state older than this is not restored (Prometheus's
+/// `--rules.alert.for-outage-tolerance` default).
+pub const OUTAGE_TOLERANCE_MS: i64 = 60 * 60 * 1000;
 
 /// What evaluation needs from the server, so tests can stand in for it.
 pub trait Backend {
     fn query(&self, expr: &str, t: i64) -> Result<Value, String>;
     fn append(&self, series: &[Series]) -> Result<(), String>;
+    /// Raw samples, stale markers included, as the store holds them.
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, String>;
     /// Records that an anomaly rule started to find `series` anomalous.
     fn anomaly(&self, _rule: &str, _series: &Labels, _assessment: &Assessment, _t: i64) {}
 }
@@ -101,6 +108,9 @@ pub struct GroupState {
     pub rules: Vec<RuleState>,
     pub last_eval: Option<i64>,
     pub eval_seconds: f64,
+    /// Set for the groups loaded at startup: their first evaluation
+    /// restores the `for` timers of the previous process's alerts.
+    pub restore: bool,
 }
 
 impl GroupState {
@@ -109,6 +119,7 @@ impl GroupState {
             rules: group.rules.iter().map(|_| RuleState::default()).collect(),
             last_eval: None,
             eval_seconds: 0.0,
+            restore: false,
         }
     }
 
@@ -135,6 +146,8 @@ impl GroupState {
         }
         self.last_eval = old.last_eval;
         self.eval_seconds = old.eval_seconds;
+        // A reload before the first evaluation must not skip the restore.
+        self.restore = old.restore;
     }
 }
 
@@ -184,12 +197,19 @@ pub fn eval_group(
     let started = Instant::now();
     let mut out = Outcome::default();
     let t = now - group.query_offset.as_millis() as i64;
+    let restore = std::mem::take(&mut state.restore);
     for (rule, rs) in group.rules.iter().zip(state.rules.iter_mut()) {
         let rule_started = Instant::now();
         let result = match &rule.kind {
             Kind::Recording => eval_recording(backend, group, rule, rs, t),
             Kind::Alerting(spec) => {
-                eval_alerting(backend, group, rule, spec, rs, t, now, settings, &mut out)
+                let ctx = Ctx {
+                    t,
+                    now,
+                    restore,
+                    settings,
+                };
+                eval_alerting(backend, group, rule, spec, rs, &ctx, &mut out)
             }
         };
         out.evaluations += 1;
@@ -329,18 +349,81 @@ fn score_anomalies(
     out
 }
 
-#[allow(clippy::too_many_arguments)]
+/// When an alerting rule is evaluated, and how.
+struct Ctx<'a> {
+    /// Query time (`now` less the group's `query_offset`).
+    t: i64,
+    now: i64,
+    /// The first evaluation since startup: restore `for` timers.
+    restore: bool,
+    settings: &'a Settings<'a>,
+}
+
+/// Gives the alerts that have just gone pending the `activeAt` they had
+/// before a restart, read from the last `ALERTS_FOR_STATE` sample within
+/// the outage tolerance, as Prometheus restores them. An alert that had
+/// already fired keeps its `activeAt` (and fires at once); one still
+/// pending resumes with the time it had left, the outage not counting.
+/// Unlike Prometheus, no 10m grace period is added, which would make
+/// every `for` shorter than it wait 10m after a restart.
+fn restore_for_state(
+    backend: &dyn Backend,
+    rule: &Rule,
+    spec: &AlertSpec,
+    rs: &mut RuleState,
+    now: i64,
+) {
+    let hold = spec.hold.as_millis() as i64;
+    if hold == 0 || rs.alerts.is_empty() {
+        return;
+    }
+    let matchers = [
+        Matcher::equal(METRIC_NAME, FOR_STATE),
+        Matcher::equal("alertname", rule.name.as_str()),
+    ];
+    let found = match backend.select(&matchers, now - OUTAGE_TOLERANCE_MS, now) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(rule = %rule.name, "cannot restore alert states: {e}");
+            return;
+        }
+    };
+    for series in found {
+        let Some(last) = series.samples.last() else {
+            continue;
+        };
+        // A stale marker: the alert had ended.
+        if is_stale_nan(last.v) || !last.v.is_finite() {
+            continue;
+        }
+        let labels = series.labels.without(&[METRIC_NAME]);
+        let Some(a) = rs.alerts.get_mut(&labels) else {
+            continue;
+        };
+        if a.state != State::Pending || a.active_at != now {
+            continue;
+        }
+        let active_at = (last.v * 1000.0).round() as i64;
+        let down_at = last.t;
+        a.active_at = if down_at - active_at >= hold {
+            active_at
+        } else {
+            (active_at + (now - down_at)).min(now)
+        };
+        tracing::info!(rule = %rule.name, labels = %labels, active_at = a.active_at, "alert state restored");
+    }
+}
+
 fn eval_alerting(
     backend: &dyn Backend,
     group: &Group,
     rule: &Rule,
     spec: &AlertSpec,
     rs: &mut RuleState,
-    t: i64,
-    now: i64,
-    settings: &Settings,
+    ctx: &Ctx,
     out: &mut Outcome,
 ) -> Result<(), String> {
+    let (t, now, settings) = (ctx.t, ctx.now, ctx.settings);
     let samples = vector(backend.query(&rule.expr, t)?)?;
     let samples = match spec.anomaly {
         Some(threshold) => score_anomalies(rs, samples, t, threshold),
@@ -432,6 +515,9 @@ fn eval_alerting(
             }
         }
     }
+    if ctx.restore {
+        restore_for_state(backend, rule, spec, rs, now);
+    }
     let hold = spec.hold.as_millis() as i64;
     let keep_for = spec.keep_firing_for.as_millis() as i64;
     rs.alerts.retain(|labels, a| {
@@ -479,22 +565,30 @@ fn eval_alerting(
         }
     }
 
-    // The `ALERTS` series, as Prometheus writes them.
-    let alerts_series: Vec<Series> = rs
-        .alerts
-        .values()
-        .filter(|a| a.state != State::Inactive)
-        .map(|a| {
-            let mut b = a.labels.clone().into_builder();
-            b.set(METRIC_NAME, "ALERTS");
-            b.set("alertstate", a.state.as_str());
-            Series {
-                labels: b.build(),
-                samples: vec![Sample { t: now, v: 1.0 }],
-                histograms: Vec::new(),
-            }
-        })
-        .collect();
+    // The `ALERTS` and `ALERTS_FOR_STATE` series, as Prometheus writes
+    // them; the latter's value is `activeAt` in unix seconds, here with
+    // its milliseconds, so a restored `activeAt` is the same instant.
+    let mut alerts_series: Vec<Series> = Vec::new();
+    for a in rs.alerts.values().filter(|a| a.state != State::Inactive) {
+        let mut b = a.labels.clone().into_builder();
+        b.set(METRIC_NAME, "ALERTS");
+        b.set("alertstate", a.state.as_str());
+        alerts_series.push(Series {
+            labels: b.build(),
+            samples: vec![Sample { t: now, v: 1.0 }],
+            histograms: Vec::new(),
+        });
+        let mut b = a.labels.clone().into_builder();
+        b.set(METRIC_NAME, FOR_STATE);
+        alerts_series.push(Series {
+            labels: b.build(),
+            samples: vec![Sample {
+                t: now,
+                v: a.active_at as f64 / 1000.0,
+            }],
+            histograms: Vec::new(),
+        });
+    }
     if let Err(e) = write_series(backend, rs, alerts_series, now) {
         tracing::debug!(rule = %rule.name, "writing ALERTS series failed: {e}");
     }
@@ -538,7 +632,7 @@ fn eval_alerting(
         }
         batch.alertmanager.push(notice);
     }
-    if !batch.alertmanager.is_empty() {
+    if !batch.alertmanager.is_empty() && group.notify {
         out.batches.push(batch);
     }
     Ok(())
@@ -578,7 +672,7 @@ pub fn resolve_removed(
                 annotations: a.annotations,
             });
         }
-        if !notices.is_empty() {
+        if !notices.is_empty() && group.notify {
             out.batches.push(Batch {
                 rule: rule.name.clone(),
                 alertmanager: notices.clone(),

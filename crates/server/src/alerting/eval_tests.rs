@@ -33,6 +33,24 @@ impl Backend for Fake {
         self.appended.lock().extend_from_slice(series);
         Ok(())
     }
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, String> {
+        let mut out: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        for s in self.appended.lock().iter() {
+            if matchers.iter().all(|m| m.matches(&s.labels)) {
+                let samples = s.samples.iter().filter(|p| p.t >= mint && p.t <= maxt);
+                out.entry(s.labels.clone()).or_default().extend(samples);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .filter(|(_, samples)| !samples.is_empty())
+            .map(|(labels, samples)| Series {
+                labels,
+                samples,
+                histograms: Vec::new(),
+            })
+            .collect())
+    }
     fn anomaly(&self, rule: &str, series: &Labels, _a: &sonde_analysis::Assessment, t: i64) {
         self.anomalies
             .lock()
@@ -279,4 +297,90 @@ fn generator_urls_link_the_expression() {
         generator_url("http://h:1/", "up == 0"),
         "http://h:1/graph?g0.expr=up+%3D%3D+0&g0.tab=1"
     );
+}
+
+fn alert_of(st: &GroupState, rule: usize) -> (State, i64) {
+    let a = st.rules[rule].alerts.values().next().expect("an alert");
+    (a.state, a.active_at)
+}
+
+#[test]
+fn for_state_is_written_and_restores_timers_after_a_restart() {
+    let g = group(
+        "      - alert: Short\n        expr: x\n        for: 5s\n      - alert: Long\n        expr: x\n        for: 60s\n",
+    );
+    let fake = Fake::default();
+    *fake.result.lock() = vec![(Labels::from_pairs([("i", "1")]), 1.0)];
+    let mut st = GroupState::new(&g);
+    eval_group(&fake, &g, &mut st, 10_250, &SETTINGS);
+    eval_group(&fake, &g, &mut st, 15_250, &SETTINGS);
+    assert_eq!(alert_of(&st, 0), (State::Firing, 10_250));
+    assert_eq!(alert_of(&st, 1), (State::Pending, 10_250));
+    let written = fake.select(&[Matcher::equal(METRIC_NAME, FOR_STATE)], 0, i64::MAX);
+    let written = written.unwrap();
+    assert_eq!(written.len(), 2);
+    assert_eq!(
+        written[0].labels,
+        Labels::from_pairs([("__name__", FOR_STATE), ("alertname", "Long"), ("i", "1")])
+    );
+    assert_eq!(
+        written[0].samples,
+        vec![
+            Sample {
+                t: 10_250,
+                v: 10.25
+            },
+            Sample {
+                t: 15_250,
+                v: 10.25
+            }
+        ]
+    );
+
+    // A new process, down for 10s: the alert that fired fires at once with
+    // its old activeAt; the pending one keeps the 5s it had spent pending.
+    let mut restarted = GroupState::new(&g);
+    restarted.restore = true;
+    let o = eval_group(&fake, &g, &mut restarted, 25_250, &SETTINGS);
+    assert_eq!(alert_of(&restarted, 0), (State::Firing, 10_250));
+    assert_eq!(alert_of(&restarted, 1), (State::Pending, 20_250));
+    assert!(o
+        .transitions
+        .iter()
+        .any(|t| t.rule == "Short" && t.to == "firing"));
+    assert!(!restarted.restore, "restored more than once");
+    eval_group(&fake, &g, &mut restarted, 75_250, &SETTINGS);
+    assert_eq!(alert_of(&restarted, 1), (State::Pending, 20_250));
+    eval_group(&fake, &g, &mut restarted, 80_250, &SETTINGS);
+    assert_eq!(alert_of(&restarted, 1), (State::Firing, 20_250));
+
+    // Without the restore flag (a reload's new group), alerts start afresh.
+    let mut fresh = GroupState::new(&g);
+    eval_group(&fake, &g, &mut fresh, 81_000, &SETTINGS);
+    assert_eq!(alert_of(&fresh, 0), (State::Pending, 81_000));
+}
+
+#[test]
+fn ended_or_too_old_alert_states_are_not_restored() {
+    let g = group("      - alert: A\n        expr: x\n        for: 5s\n");
+    let fake = Fake::default();
+    *fake.result.lock() = vec![(Labels::empty(), 1.0)];
+    let mut st = GroupState::new(&g);
+    eval_group(&fake, &g, &mut st, 1_000, &SETTINGS);
+    eval_group(&fake, &g, &mut st, 7_000, &SETTINGS);
+    assert_eq!(alert_of(&st, 0), (State::Firing, 1_000));
+    // The outage began more than the tolerance ago.
+    let mut late = GroupState::new(&g);
+    late.restore = true;
+    let now = 7_000 + OUTAGE_TOLERANCE_MS + 1;
+    eval_group(&fake, &g, &mut late, now, &SETTINGS);
+    assert_eq!(alert_of(&late, 0), (State::Pending, now));
+    // The alert resolved before the restart: its stale marker ends it.
+    fake.result.lock().clear();
+    eval_group(&fake, &g, &mut st, 8_000, &SETTINGS);
+    *fake.result.lock() = vec![(Labels::empty(), 1.0)];
+    let mut after = GroupState::new(&g);
+    after.restore = true;
+    eval_group(&fake, &g, &mut after, 9_000, &SETTINGS);
+    assert_eq!(alert_of(&after, 0), (State::Pending, 9_000));
 }

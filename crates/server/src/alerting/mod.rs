@@ -8,7 +8,12 @@
 //! reload (SIGHUP, `POST /-/reload`) parses every file first: on any error
 //! the running rules stay and the error is reported; otherwise the new
 //! groups take over the states of the rules they keep.
+//!
+//! Besides the files' groups, `builtin.rs` adds anomaly rules on every
+//! service's and host's key series unless `anomaly_detection = "off"`.
+//! Alert `for` timers survive a restart through `ALERTS_FOR_STATE`.
 
+pub mod builtin;
 pub mod eval;
 pub mod format;
 pub mod notify;
@@ -30,6 +35,7 @@ use tokio::sync::watch;
 use crate::api::StoreQueryable;
 use crate::app::{App, AppState};
 use crate::config::{parse_duration, Config};
+use builtin::Mode;
 use eval::{Backend, GroupState, Transition};
 use notify::Notifier;
 use rules::Group;
@@ -56,6 +62,7 @@ pub struct ReloadStatus {
 pub struct Alerting {
     patterns: Vec<String>,
     default_interval: Duration,
+    anomaly_detection: Mode,
     resend_delay: Duration,
     pub external_url: String,
     groups: Mutex<Vec<Arc<LiveGroup>>>,
@@ -94,12 +101,23 @@ impl Alerting {
                 anyhow::bail!("alert receiver {url:?}: only http:// URLs are supported");
             }
         }
-        let groups = rules::load(&config.rule_files, default_interval)
+        let anomaly_detection =
+            Mode::parse(&config.anomaly_detection).map_err(anyhow::Error::msg)?;
+        let mut groups = rules::load(&config.rule_files, default_interval)
             .map_err(|e| anyhow::anyhow!("cannot load rule files: {e}"))?;
-        let live = groups.into_iter().map(live).collect::<Vec<_>>();
+        groups.extend(builtin::group(anomaly_detection, default_interval));
+        let live = groups
+            .into_iter()
+            .map(|g| {
+                let g = live(g);
+                g.state.lock().restore = true;
+                g
+            })
+            .collect::<Vec<_>>();
         Ok(Alerting {
             patterns: config.rule_files.clone(),
             default_interval,
+            anomaly_detection,
             resend_delay,
             notifier: Notifier::new(
                 &config.alert_webhooks,
@@ -137,7 +155,7 @@ impl Alerting {
     /// the reported status.
     pub fn reload(&self, now_ms: i64) -> Result<(usize, usize), String> {
         let _one = self.reloading.lock();
-        let loaded = match rules::load(&self.patterns, self.default_interval) {
+        let mut loaded = match rules::load(&self.patterns, self.default_interval) {
             Ok(g) => g,
             Err(e) => {
                 tracing::error!("reloading rules failed, keeping the running rules: {e}");
@@ -145,6 +163,15 @@ impl Alerting {
                 return Err(e);
             }
         };
+        // The answer counts what the files hold.
+        let counts = (
+            loaded.len(),
+            loaded.iter().map(|g| g.rules.len()).sum::<usize>(),
+        );
+        loaded.extend(builtin::group(
+            self.anomaly_detection,
+            self.default_interval,
+        ));
         let old = self.groups();
         let new: Vec<Arc<LiveGroup>> = loaded.into_iter().map(live).collect();
         let mut removed = Vec::new();
@@ -161,10 +188,6 @@ impl Alerting {
             let ended = eval::resolve_removed(&o.def, &mut old_state, now_ms, &self.external_url);
             removed.push((o.def.name.clone(), ended));
         }
-        let counts = (
-            new.len(),
-            new.iter().map(|g| g.def.rules.len()).sum::<usize>(),
-        );
         *self.groups.lock() = new;
         *self.status.lock() = ReloadStatus {
             last_error: None,
@@ -271,6 +294,17 @@ impl Backend for App {
             .map_err(|e| e.to_string())
     }
 
+    fn select(
+        &self,
+        matchers: &[sonde_model::Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Series>, String> {
+        self.store
+            .select(matchers, mint, maxt)
+            .map_err(|e| e.to_string())
+    }
+
     fn append(&self, series: &[Series]) -> Result<(), String> {
         let report = self.store.append(series).map_err(|e| e.to_string())?;
         match report.first_error {
@@ -333,6 +367,7 @@ impl Backend for App {
             flags: 0,
             origin: std::sync::Arc::new(Origin {
                 service,
+                host: series.get("host_name").unwrap_or_default().to_string(),
                 scope_name: "sonde.alerting".into(),
                 ..Origin::default()
             }),

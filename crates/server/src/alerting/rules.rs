@@ -80,6 +80,9 @@ pub struct Group {
     /// Most alerts or series one rule may produce (0: no limit).
     pub limit: usize,
     pub rules: Vec<Rule>,
+    /// Whether its alerts go to the receivers (not so for the built-in
+    /// anomaly rules unless asked).
+    pub notify: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -205,6 +208,7 @@ pub fn parse_file(
             query_offset,
             limit: g.limit.unwrap_or(0),
             rules,
+            notify: true,
         });
     }
     if errors.is_empty() {

@@ -85,24 +85,15 @@ pub async fn ingest(
     options: &DecodeOptions,
     msg: Message,
 ) -> Result<Stored, Failure> {
-    let limit = state.config.max_request_bytes;
-    if msg.payload.len() > limit {
-        return Err(Failure::Malformed(format!(
-            "message of {} bytes is larger than max_request_bytes ({limit})",
-            msg.payload.len()
-        )));
-    }
     let Message {
-        payload, context, ..
+        mut payload,
+        context,
     } = msg;
-    // Producers without a content-encoding header (MQTT 3.1.1) gzip
-    // payloads whole; no protobuf, JSON or line protocol starts so.
-    let payload = if payload.starts_with(&[0x1f, 0x8b]) {
-        crate::body::decode_content(&payload, "gzip", limit)
-            .map_err(|e| Failure::Malformed(e.message()))?
-    } else {
-        payload
-    };
+    // Device payloads are checked and inflated by `decode_device`.
+    if !is_device(route.encoding) {
+        check_size(state, &payload)?;
+        payload = inflate(state, payload)?;
+    }
     match route.encoding {
         Encoding::OtlpProto | Encoding::OtlpJson => {
             let json = route.encoding == Encoding::OtlpJson;
@@ -143,56 +134,143 @@ pub async fn ingest(
                 }
             }
         }
-        Encoding::RemoteWrite => {
-            let batch = blocking(move || {
-                // Remote write is snappy-framed by its protocol; accept a
-                // bare protobuf too, as some Kafka adapters write it so.
-                let raw = sonde_ingest::remote_write::decompress_limited(&payload, limit * 8)
-                    .unwrap_or(payload);
-                sonde_ingest::remote_write::decode_uncompressed(&raw)
-                    .map_err(|e| RequestError::BadRequest(e.to_string()))
+        Encoding::RemoteWrite | Encoding::Influx | Encoding::Json => {
+            let (st, route, options) = (state.clone(), route.clone(), options.clone());
+            tokio::task::spawn_blocking(move || {
+                let decoded = decode_device(&st, &route, &options, &payload, context)?;
+                store_decoded(&st, transport, vec![decoded])
             })
-            .await?;
-            ingest_metrics(state, transport, batch, context).await
+            .await
+            .map_err(|e| Failure::Retry(format!("write task failed: {e}")))?
+        }
+        Encoding::Sparkplug => Err(Failure::Malformed(
+            "Sparkplug B payloads are read from MQTT subscriptions only".into(),
+        )),
+    }
+}
+
+fn check_size(state: &App, payload: &[u8]) -> Result<(), Failure> {
+    let limit = state.config.max_request_bytes;
+    if payload.len() > limit {
+        return Err(Failure::Malformed(format!(
+            "message of {} bytes is larger than max_request_bytes ({limit})",
+            payload.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Producers without a content-encoding header (MQTT 3.1.1) gzip payloads
+/// whole; no protobuf, JSON or line protocol starts as gzip does.
+fn inflate(state: &App, payload: Vec<u8>) -> Result<Vec<u8>, Failure> {
+    if payload.starts_with(&[0x1f, 0x8b]) {
+        crate::body::decode_content(&payload, "gzip", state.config.max_request_bytes)
+            .map_err(|e| Failure::Malformed(e.message()))
+    } else {
+        Ok(payload)
+    }
+}
+
+/// Encodings of one message's worth of device data, cheap to decode and
+/// stored in batches of messages (see [`decode_device`]).
+pub fn is_device(encoding: Encoding) -> bool {
+    matches!(
+        encoding,
+        Encoding::RemoteWrite | Encoding::Influx | Encoding::Json
+    )
+}
+
+/// A device message decoded: samples (context applied) and log records.
+pub struct Decoded {
+    metrics: MetricsBatch,
+    logs: Vec<sonde_model::records::LogRecord>,
+}
+
+/// Decodes a remote-write, line-protocol or JSON message. Blocking.
+pub fn decode_device(
+    st: &App,
+    route: &Route,
+    options: &DecodeOptions,
+    payload: &[u8],
+    context: Vec<(String, String)>,
+) -> Result<Decoded, Failure> {
+    check_size(st, payload)?;
+    let payload = inflate(st, payload.to_vec())?;
+    let bad = |e: sonde_ingest::Error| Failure::Malformed(e.to_string());
+    let now_ms = st.clock.now_ms();
+    let (mut metrics, logs) = match route.encoding {
+        Encoding::RemoteWrite => {
+            // Remote write is snappy-framed by its protocol; accept a bare
+            // protobuf too, as some Kafka adapters write it so.
+            let limit = st.config.max_request_bytes.saturating_mul(8);
+            let raw =
+                sonde_ingest::remote_write::decompress_limited(&payload, limit).unwrap_or(payload);
+            let mut batch = sonde_ingest::remote_write::decode_uncompressed(&raw).map_err(bad)?;
+            if !context.is_empty() {
+                for s in &mut batch.series {
+                    s.labels = with_context(&s.labels, &context);
+                }
+            }
+            (batch, Vec::new())
         }
         Encoding::Influx => {
             let opts = sonde_ingest::influx::InfluxOptions {
                 precision: options.influx_precision,
                 extra_labels: context,
             };
-            let now_ms = state.clock.now_ms();
-            let batch = blocking(move || {
-                sonde_ingest::influx::parse_lines(&payload, &opts, now_ms)
-                    .map_err(|e| RequestError::BadRequest(e.to_string()))
-            })
-            .await?;
-            ingest_metrics(state, transport, batch, Vec::new()).await
+            let batch = sonde_ingest::influx::parse_lines(&payload, &opts, now_ms).map_err(bad)?;
+            (batch, Vec::new())
         }
         Encoding::Json => {
             let mut opts = options.json.clone();
             opts.extra_labels = context;
-            opts.record_limits = state.record_limits.clone();
-            let now_ms = state.clock.now_ms();
-            let decoded = blocking(move || {
-                sonde_ingest::json_telemetry::decode(&payload, &opts, now_ms)
-                    .map_err(|e| RequestError::BadRequest(e.to_string()))
-            })
-            .await?;
-            let logs = decoded.logs.logs;
-            let mut stored = ingest_metrics(state, transport, decoded.metrics, Vec::new()).await?;
-            if !logs.is_empty() {
-                let n = logs.len() as u64;
-                let st = state.clone();
-                blocking(move || crate::write_records::store_logs(&st, logs)).await?;
-                state.metrics.records("log_records", transport, n, 0);
-                stored.accepted += n;
-            }
-            Ok(stored)
+            opts.record_limits = st.record_limits.clone();
+            let d = sonde_ingest::json_telemetry::decode(&payload, &opts, now_ms).map_err(bad)?;
+            (d.metrics, d.logs.logs)
         }
-        Encoding::Sparkplug => Err(Failure::Malformed(
-            "Sparkplug B payloads are read from MQTT subscriptions only".into(),
-        )),
+        other => {
+            return Err(Failure::Malformed(format!(
+                "{other:?} is not a device encoding"
+            )))
+        }
+    };
+    if metrics.series.is_empty() && logs.is_empty() && metrics.rejected_points > 0 {
+        return Err(Failure::Malformed(
+            metrics.first_rejection.take().unwrap_or_default(),
+        ));
     }
+    Ok(Decoded { metrics, logs })
+}
+
+/// Stores decoded device messages with one WAL append. Blocking.
+pub fn store_decoded(
+    st: &App,
+    transport: &'static str,
+    decoded: Vec<Decoded>,
+) -> Result<Stored, Failure> {
+    let mut batch = MetricsBatch::default();
+    let mut logs = Vec::new();
+    for d in decoded {
+        batch.series.extend(d.metrics.series);
+        batch.metadata.extend(d.metrics.metadata);
+        batch.exemplars.extend(d.metrics.exemplars);
+        batch.rejected_points += d.metrics.rejected_points;
+        if batch.first_rejection.is_none() {
+            batch.first_rejection = d.metrics.first_rejection;
+        }
+        logs.extend(d.logs);
+    }
+    let outcome = append_batch(st, batch)?;
+    st.metrics.samples(transport, outcome.report.accepted);
+    let n = logs.len() as u64;
+    if n > 0 {
+        crate::write_records::store_logs(st, logs)?;
+        st.metrics.records("log_records", transport, n, 0);
+    }
+    Ok(Stored {
+        accepted: outcome.report.accepted + n,
+        rejected: outcome.report.rejected + outcome.dropped,
+    })
 }
 
 /// Stores decoded metrics, adding the context labels each series lacks.

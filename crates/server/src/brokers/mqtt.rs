@@ -386,7 +386,16 @@ async fn poll_loop(
     }
 }
 
+/// A device message to decode: its route, payload and context labels.
+type DeviceItem = (Route, Bytes, Vec<(String, String)>);
+
+/// Device messages stored with one WAL append, at most.
+const DEVICE_BATCH: usize = 256;
+
 /// Stores messages in order and acknowledges each once it is in the WAL.
+/// Device messages (JSON, line protocol, remote write) already waiting are
+/// stored together: one blocking task and one WAL append for many small
+/// messages is what keeps up with a broker's QoS 1 stream.
 async fn work_loop(
     state: AppState,
     client: Client,
@@ -397,67 +406,167 @@ async fn work_loop(
     stop: watch::Receiver<bool>,
 ) {
     let mut sparkplug = SparkplugDecoder::new(Default::default());
+    let mut next: Option<(usize, Received)> = None;
+    let is_device = |i: usize| super::is_device(subs[i].route.encoding);
     loop {
-        let (i, msg) = tokio::select! {
-            m = rx.recv() => match m { Some(m) => m, None => return },
-            _ = super::wait_stop(stop.clone()) => return,
+        let first = match next.take() {
+            Some(m) => m,
+            None => tokio::select! {
+                m = rx.recv() => match m { Some(m) => m, None => return },
+                _ = super::wait_stop(stop.clone()) => return,
+            },
         };
-        if matches!(msg.ack, Ack::None) {
-            queued_qos0.fetch_sub(1, Ordering::Relaxed);
-        }
-        let sub = &subs[i];
-        let mut context = sub.template.labels(&msg.topic).unwrap_or_default();
-        context.extend(msg.properties.iter().cloned());
-        let mut attempt = 0;
-        let outcome = loop {
-            let result = if sub.route.encoding == Encoding::Sparkplug {
-                match sparkplug.decode(&msg.topic, &msg.payload, state.clock.now_ms()) {
-                    Ok(decoded) => {
-                        if decoded.rebirth.is_some() {
-                            // Sonde is not necessarily the primary host
-                            // application, which alone may ask for a rebirth.
-                            tracing::info!(topic = %msg.topic, "Sparkplug: data with unknown aliases; waiting for the node's next birth");
-                        }
-                        let batch = decoded.metrics;
-                        if batch.series.is_empty() && batch.rejected_points == 0 {
-                            Ok(Default::default())
-                        } else {
-                            ingest_metrics(&state, "mqtt", batch, context.clone()).await
-                        }
+        let mut group = vec![first];
+        if is_device(group[0].0) {
+            while group.len() < DEVICE_BATCH {
+                match rx.try_recv() {
+                    Ok(m) if is_device(m.0) => group.push(m),
+                    Ok(m) => {
+                        next = Some(m);
+                        break;
                     }
-                    Err(e) => Err(Failure::Malformed(e.to_string())),
+                    Err(_) => break,
                 }
-            } else {
-                let m = Message {
-                    payload: msg.payload.to_vec(),
-                    context: context.clone(),
-                };
-                ingest(&state, "mqtt", &sub.route, &options, m).await
-            };
-            match result {
-                Err(Failure::Retry(e)) if !*stop.borrow() => {
-                    tracing::warn!(topic = %msg.topic, "MQTT: {e}; retrying");
-                    tokio::time::sleep(retry_delay(attempt)).await;
-                    attempt += 1;
-                }
-                other => break other,
             }
-        };
-        match outcome {
-            Ok(_) => state
-                .metrics
-                .broker_message("mqtt", &sub.route.topic, "stored"),
-            Err(Failure::Malformed(e)) => {
-                state
-                    .metrics
-                    .broker_message("mqtt", &sub.route.topic, "malformed");
-                tracing::warn!(topic = %msg.topic, "MQTT: skipping a malformed message: {e}");
-            }
-            // Shutting down: no PUBACK, so the broker sends it again.
-            Err(Failure::Retry(_)) => return,
         }
-        if let Err(e) = client.ack(&msg.ack).await {
-            tracing::warn!("MQTT: cannot acknowledge: {e}");
+        for (_, msg) in &group {
+            if matches!(msg.ack, Ack::None) {
+                queued_qos0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let outcomes = if is_device(group[0].0) {
+            store_devices(&state, &subs, &options, &group, &stop).await
+        } else {
+            let (i, msg) = &group[0];
+            store_one(&state, &subs[*i], &options, msg, &mut sparkplug, &stop)
+                .await
+                .map(|o| vec![o])
+        };
+        // None: shutting down before storing; no PUBACK, so the broker
+        // sends them again.
+        let Some(outcomes) = outcomes else { return };
+        for ((i, msg), outcome) in group.iter().zip(outcomes) {
+            let route = &subs[*i].route.topic;
+            match outcome {
+                Ok(()) => state.metrics.broker_message("mqtt", route, "stored"),
+                Err(e) => {
+                    state.metrics.broker_message("mqtt", route, "malformed");
+                    tracing::warn!(topic = %msg.topic, "MQTT: skipping a malformed message: {e}");
+                }
+            }
+            if let Err(e) = client.ack(&msg.ack).await {
+                tracing::warn!("MQTT: cannot acknowledge: {e}");
+            }
+        }
+    }
+}
+
+/// Labels from the topic's levels and MQTT 5 user properties.
+fn context_of(sub: &Subscription, msg: &Received) -> Vec<(String, String)> {
+    let mut context = sub.template.labels(&msg.topic).unwrap_or_default();
+    context.extend(msg.properties.iter().cloned());
+    context
+}
+
+/// Stores device messages with one append, retrying while the store
+/// refuses; each message's outcome, or `None` when stopping first.
+async fn store_devices(
+    state: &AppState,
+    subs: &[Subscription],
+    options: &DecodeOptions,
+    group: &[(usize, Received)],
+    stop: &watch::Receiver<bool>,
+) -> Option<Vec<Result<(), String>>> {
+    let items: Vec<DeviceItem> = group
+        .iter()
+        .map(|(i, m)| {
+            (
+                subs[*i].route.clone(),
+                m.payload.clone(),
+                context_of(&subs[*i], m),
+            )
+        })
+        .collect();
+    let mut attempt = 0;
+    loop {
+        let (st, items, options) = (state.clone(), items.clone(), options.clone());
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut outcomes = Vec::with_capacity(items.len());
+            let mut decoded = Vec::with_capacity(items.len());
+            for (route, payload, context) in items {
+                match super::decode_device(&st, &route, &options, &payload, context) {
+                    Ok(d) => {
+                        outcomes.push(Ok(()));
+                        decoded.push(d);
+                    }
+                    Err(Failure::Malformed(e)) => outcomes.push(Err(e)),
+                    Err(Failure::Retry(e)) => return Err(e),
+                }
+            }
+            if !decoded.is_empty() {
+                super::store_decoded(&st, "mqtt", decoded).map_err(|f| f.to_string())?;
+            }
+            Ok(outcomes)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("write task failed: {e}")));
+        match stored {
+            Ok(outcomes) => return Some(outcomes),
+            Err(_) if *stop.borrow() => return None,
+            Err(e) => {
+                tracing::warn!("MQTT: {e}; retrying");
+                tokio::time::sleep(retry_delay(attempt)).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Stores one OTLP or Sparkplug message, retrying while the store refuses.
+async fn store_one(
+    state: &AppState,
+    sub: &Subscription,
+    options: &DecodeOptions,
+    msg: &Received,
+    sparkplug: &mut SparkplugDecoder,
+    stop: &watch::Receiver<bool>,
+) -> Option<Result<(), String>> {
+    let context = context_of(sub, msg);
+    let mut attempt = 0;
+    loop {
+        let result = if sub.route.encoding == Encoding::Sparkplug {
+            match sparkplug.decode(&msg.topic, &msg.payload, state.clock.now_ms()) {
+                Ok(decoded) => {
+                    if decoded.rebirth.is_some() {
+                        // Sonde is not necessarily the primary host
+                        // application, which alone may ask for a rebirth.
+                        tracing::info!(topic = %msg.topic, "Sparkplug: data with unknown aliases; waiting for the node's next birth");
+                    }
+                    let batch = decoded.metrics;
+                    if batch.series.is_empty() && batch.rejected_points == 0 {
+                        Ok(Default::default())
+                    } else {
+                        ingest_metrics(state, "mqtt", batch, context.clone()).await
+                    }
+                }
+                Err(e) => Err(Failure::Malformed(e.to_string())),
+            }
+        } else {
+            let m = Message {
+                payload: msg.payload.to_vec(),
+                context: context.clone(),
+            };
+            ingest(state, "mqtt", &sub.route, options, m).await
+        };
+        match result {
+            Ok(_) => return Some(Ok(())),
+            Err(Failure::Malformed(e)) => return Some(Err(e)),
+            Err(Failure::Retry(_)) if *stop.borrow() => return None,
+            Err(Failure::Retry(e)) => {
+                tracing::warn!(topic = %msg.topic, "MQTT: {e}; retrying");
+                tokio::time::sleep(retry_delay(attempt)).await;
+                attempt += 1;
+            }
         }
     }
 }

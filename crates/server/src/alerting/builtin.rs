@@ -1,0 +1,130 @@
+//! The built-in anomaly rules: every service's request rate, error ratio
+//! and p95 latency (from the span-derived RED metrics of `spanmetrics.rs`)
+//! and every host's CPU, memory and network (from `sonde agent`'s
+//! hostmetrics names) are watched without any rule file, as one more
+//! group evaluated like the user's.
+//!
+//! They are ordinary anomaly rules written in the rule file format and
+//! parsed by `rules.rs`, so they are checked like a user's rule and appear
+//! in `/api/v1/rules`; only the source is different.
+
+use std::time::Duration;
+
+use super::rules::{self, Group};
+
+/// The group's name in `/api/v1/rules`.
+pub const GROUP: &str = "sonde-builtin-anomalies";
+/// The group's `file`: no file holds it.
+pub const FILE: &str = "(built-in)";
+/// Scores from this up count: high, as these rules watch every series a
+/// user has without having chosen any of them.
+pub const SCORE_ABOVE: f64 = 0.8;
+
+/// The `anomaly_detection` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Off,
+    /// Events and alerts, never sent to receivers: detection on every
+    /// series would otherwise page people who never asked for it.
+    Auto,
+    /// As `Auto`, and the alerts go to the webhooks and Alertmanagers.
+    Notify,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Result<Mode, String> {
+        match s {
+            "off" => Ok(Mode::Off),
+            "auto" => Ok(Mode::Auto),
+            "notify" => Ok(Mode::Notify),
+            other => Err(format!(
+                "setting anomaly_detection: {other:?} is not auto, notify or off"
+            )),
+        }
+    }
+}
+
+/// The spans where a service answers work: requests it serves and
+/// messages it consumes; its own outgoing calls would count twice.
+const ENTRY: &str = r#"span_kind=~"SPAN_KIND_SERVER|SPAN_KIND_CONSUMER""#;
+
+/// (alert name, expression, summary) of each rule.
+fn specs() -> Vec<(&'static str, String, &'static str)> {
+    let calls = |extra: &str| {
+        format!(
+            "sum by (service_name) (rate(traces_span_metrics_calls_total{{{ENTRY}{extra}}}[1m]))"
+        )
+    };
+    // The agent names the host in `instance`; `host_name` lets the event
+    // be filed under its host.
+    let host =
+        |expr: String| format!(r#"label_replace({expr}, "host_name", "$1", "instance", "(.*)")"#);
+    vec![
+        (
+            "ServiceRequestRate",
+            calls(""),
+            "{{ $labels.service_name }}: unusual request rate",
+        ),
+        (
+            "ServiceErrorRate",
+            // `or 0 * ...`: a service without errors scores 0 from the
+            // start, so the detector knows its normal before the first error.
+            format!(
+                "({errors} or 0 * {all}) / {all}",
+                errors = calls(r#",status_code="STATUS_CODE_ERROR""#),
+                all = calls(""),
+            ),
+            "{{ $labels.service_name }}: unusual share of failed requests",
+        ),
+        (
+            "ServiceLatencyP95",
+            format!(
+                "histogram_quantile(0.95, sum by (service_name, le) (rate(traces_span_metrics_duration_seconds_bucket{{{ENTRY}}}[1m])))"
+            ),
+            "{{ $labels.service_name }}: unusual p95 latency",
+        ),
+        (
+            "HostCpuUtilization",
+            host(r#"1 - max by (job, instance) (system_cpu_utilization_ratio{state="idle"})"#.into()),
+            "{{ $labels.instance }}: unusual CPU utilisation",
+        ),
+        (
+            "HostMemoryUtilization",
+            host(r#"sum by (job, instance) (system_memory_usage_bytes{state="used"}) / sum by (job, instance) (system_memory_limit_bytes)"#.into()),
+            "{{ $labels.instance }}: unusual memory utilisation",
+        ),
+        (
+            "HostNetworkBytes",
+            host(r#"sum by (job, instance, direction) (rate(system_network_io_bytes_total{device!="lo"}[1m]))"#.into()),
+            "{{ $labels.instance }}: unusual network {{ $labels.direction }} bytes/s",
+        ),
+    ]
+}
+
+/// The rule file text of the group, for reading and for the parser.
+pub fn text() -> String {
+    let mut out = format!("groups:\n  - name: {GROUP}\n    rules:\n");
+    for (name, expr, summary) in specs() {
+        out.push_str(&format!(
+            "      - alert: {name}\n        expr: '{}'\n        anomaly: {{score_above: {SCORE_ABOVE}}}\n        labels: {{severity: info}}\n        annotations:\n          summary: '{summary}'\n          description: '{{{{ $explanation }}}}'\n",
+            expr.replace('\'', "''"),
+        ));
+    }
+    out
+}
+
+/// The group for `mode`, evaluated every `interval`; none when off.
+pub fn group(mode: Mode, interval: Duration) -> Option<Group> {
+    if mode == Mode::Off {
+        return None;
+    }
+    let mut groups = rules::parse_file(FILE, &text(), interval)
+        .unwrap_or_else(|e| panic!("the built-in anomaly rules do not parse: {e}"));
+    let mut g = groups.remove(0);
+    g.notify = mode == Mode::Notify;
+    Some(g)
+}
+
+#[cfg(test)]
+#[path = "builtin_tests.rs"]
+mod tests;
