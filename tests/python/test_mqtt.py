@@ -272,3 +272,24 @@ def test_sparkplug_birth_then_data_by_alias(broker):
         assert l.get("sparkplug_group") == "factory" and l.get("sparkplug_node") == "edge1", l
     finally:
         s.cleanup()
+
+
+def test_json_string_fields_as_a_log_record(broker):
+    s = start_sonde(broker, "--json-string-fields", "log")
+    try:
+        broker.publish("plant/oslo/l2/pump-3/telemetry", json.dumps({
+            "pressure": 2.5, "state": "cavitation detected", "level": "warn"}))
+        vec = wait_value(s, "pressure", 2.5)
+        # The strings are a log record, not labels.
+        assert "state" not in labels(vec) and labels(vec)["device"] == "pump-3"
+        deadline = time.monotonic() + 10
+        logs = []
+        while time.monotonic() < deadline and not logs:
+            logs = s.api("/api/v1/logs", {"contains": "cavitation"})["logs"]
+            time.sleep(0.1)
+        assert len(logs) == 1, logs
+        (rec,) = logs
+        assert rec["attributes"]["state"] == "cavitation detected", rec
+        assert rec["resource"]["device"] == "pump-3", rec
+    finally:
+        s.cleanup()
