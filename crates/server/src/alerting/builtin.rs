@@ -16,9 +16,15 @@ use super::rules::{self, Group};
 pub const GROUP: &str = "sonde-builtin-anomalies";
 /// The group's `file`: no file holds it.
 pub const FILE: &str = "(built-in)";
-/// Scores from this up count: high, as these rules watch every series a
-/// user has without having chosen any of them.
-pub const SCORE_ABOVE: f64 = 0.8;
+/// Scores from this up count: the detector's own alert level (its
+/// `alert_score`, tuned on NAB with one threshold for every series; the
+/// detector damps its scores after it is crossed). Its scores are tail
+/// probabilities on a log scale, so a slow 4x rise of a noisy series
+/// scores about 0.3, far below 0.8.
+pub const SCORE_ABOVE: f64 = 0.25;
+/// And the observed value at least this far from the expected one,
+/// relative to it: what someone would call a change worth looking at.
+pub const MIN_CHANGE: f64 = 0.5;
 
 /// The `anomaly_detection` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +112,7 @@ pub fn text() -> String {
     let mut out = format!("groups:\n  - name: {GROUP}\n    rules:\n");
     for (name, expr, summary) in specs() {
         out.push_str(&format!(
-            "      - alert: {name}\n        expr: '{}'\n        anomaly: {{score_above: {SCORE_ABOVE}}}\n        labels: {{severity: info}}\n        annotations:\n          summary: '{summary}'\n          description: '{{{{ $explanation }}}}'\n",
+            "      - alert: {name}\n        expr: '{}'\n        anomaly: {{score_above: {SCORE_ABOVE}, min_change: {MIN_CHANGE}}}\n        labels: {{severity: info}}\n        annotations:\n          summary: '{summary}'\n          description: '{{{{ $explanation }}}}'\n",
             expr.replace('\'', "''"),
         ));
     }

@@ -285,3 +285,11 @@ fn builtin_rules_watch_services_and_hosts_and_catch_an_error_spike() {
         "{events:?}"
     );
 }
+
+#[test]
+fn the_threshold_is_the_detectors_own_alert_level() {
+    assert_eq!(
+        SCORE_ABOVE,
+        sonde_analysis::DetectorConfig::default().alert_score
+    );
+}

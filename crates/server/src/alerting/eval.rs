@@ -328,6 +328,7 @@ fn score_anomalies(
     samples: Vec<(Labels, f64)>,
     t: i64,
     threshold: f64,
+    min_change: f64,
 ) -> Vec<(Labels, f64, Option<Assessment>)> {
     let mut out = Vec::new();
     for (labels, v) in samples {
@@ -340,7 +341,9 @@ fn score_anomalies(
             .or_insert_with(|| (Detector::new(DetectorConfig::default()), t));
         *seen = t;
         let a = det.update(t, v);
-        if a.score >= threshold {
+        let expected = (a.expected_low + a.expected_high) / 2.0;
+        let change = (a.observed - expected).abs() / expected.abs().max(1e-9);
+        if a.score >= threshold && change >= min_change {
             out.push((labels, a.score, Some(a)));
         }
     }
@@ -426,7 +429,7 @@ fn eval_alerting(
     let (t, now, settings) = (ctx.t, ctx.now, ctx.settings);
     let samples = vector(backend.query(&rule.expr, t)?)?;
     let samples = match spec.anomaly {
-        Some(threshold) => score_anomalies(rs, samples, t, threshold),
+        Some(threshold) => score_anomalies(rs, samples, t, threshold, spec.anomaly_min_change),
         None => samples.into_iter().map(|(l, v)| (l, v, None)).collect(),
     };
     // A series newly found anomalous becomes an event, once per episode.

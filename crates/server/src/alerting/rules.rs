@@ -65,6 +65,8 @@ struct RuleYaml {
 struct AnomalyYaml {
     #[serde(default)]
     score_above: Option<f64>,
+    #[serde(default)]
+    min_change: Option<f64>,
 }
 
 /// The anomaly score an anomaly rule fires at when it names none.
@@ -110,6 +112,11 @@ pub struct AlertSpec {
     pub annotations: Vec<(String, Template)>,
     /// Anomaly rules: the score at which a series counts as active.
     pub anomaly: Option<f64>,
+    /// Anomaly rules: how far, relative to the expected value, the observed
+    /// one must also be to count (0: any distance). The detector's score
+    /// says how rare a deviation is for this series, not how large: on a
+    /// very steady series a 15% drift is as rare as a fourfold jump.
+    pub anomaly_min_change: f64,
 }
 
 impl Rule {
@@ -294,6 +301,10 @@ fn parse_rule(
     };
     let hold = dur("for", r.hold);
     let keep_firing_for = dur("keep_firing_for", r.keep_firing_for);
+    let anomaly_min_change = r.anomaly.as_ref().and_then(|a| a.min_change).unwrap_or(0.0);
+    if !(anomaly_min_change >= 0.0 && anomaly_min_change.is_finite()) {
+        errors.push(format!("{at}: anomaly min_change must be 0 or more"));
+    }
     let anomaly = r
         .anomaly
         .map(|a| a.score_above.unwrap_or(DEFAULT_ANOMALY_SCORE));
@@ -336,6 +347,7 @@ fn parse_rule(
             label_templates,
             annotations,
             anomaly,
+            anomaly_min_change,
         }),
     })
 }
@@ -464,6 +476,7 @@ groups:
         expr: sum by (service) (rate(requests_total[1m]))
         anomaly:
           score_above: 0.8
+          min_change: 0.5
         annotations:
           description: "{{ $explanation }}"
 "#;
@@ -491,6 +504,10 @@ groups:
             panic!()
         };
         assert_eq!(a.anomaly, Some(0.8));
+        assert_eq!(a.anomaly_min_change, 0.5);
+        let negative = GOOD.replace("min_change: 0.5", "min_change: -1");
+        let err = parse_file("r.yml", &negative, Duration::from_secs(1)).unwrap_err();
+        assert!(err.contains("min_change"), "{err}");
     }
 
     #[test]
