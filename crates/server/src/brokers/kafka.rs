@@ -84,6 +84,9 @@ fn client_config(state: &AppState) -> anyhow::Result<ClientConfig> {
         .set("auto.offset.reset", "earliest")
         // Freshness: a fetch returns within 50 ms even when small.
         .set("fetch.wait.max.ms", "50")
+        // Subscribed topics created (or come back) after start are
+        // assigned within seconds, not at librdkafka's 5-minute refresh.
+        .set("topic.metadata.refresh.interval.ms", "5000")
         // A dead node's partitions move to the others within 10 s.
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "2000")
