@@ -13,7 +13,7 @@ fn parse(body: &str) -> MetricsBatch {
 }
 
 /// The batch as `labels -> [(t, v)]`, sorted, for one-line assertions.
-fn dump(batch: &MetricsBatch) -> Vec<(String, Vec<(i64, f64)>)> {
+pub(crate) fn dump(batch: &MetricsBatch) -> Vec<(String, Vec<(i64, f64)>)> {
     let mut out: Vec<_> = batch
         .series
         .iter()

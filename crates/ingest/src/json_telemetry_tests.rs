@@ -3,7 +3,7 @@ use sonde_model::records::attribute;
 use sonde_model::{is_valid_label_name, is_valid_metric_name};
 
 use super::*;
-use crate::influx::tests::Rng;
+use crate::influx::tests::{dump, Rng};
 
 const NOW: i64 = 1_700_000_000_000;
 /// 2023-11-14T22:13:20Z.
@@ -11,22 +11,6 @@ const T: i64 = 1_700_000_000;
 
 fn run(body: &str, opts: &JsonOptions) -> JsonDecoded {
     decode(body.as_bytes(), opts, NOW).unwrap()
-}
-
-/// The samples as `labels -> [(t, v)]`, sorted.
-fn dump(batch: &MetricsBatch) -> Vec<(String, Vec<(i64, f64)>)> {
-    let mut out: Vec<_> = batch
-        .series
-        .iter()
-        .map(|s| {
-            (
-                s.labels.to_string(),
-                s.samples.iter().map(|x| (x.t, x.v)).collect::<Vec<_>>(),
-            )
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
 }
 
 fn check_with(body: &str, opts: &JsonOptions, expected: &[(&str, &[(i64, f64)])]) {

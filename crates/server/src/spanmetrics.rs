@@ -395,14 +395,14 @@ fn status_label(s: StatusCode) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use sonde_model::records::{Origin, SpanId, TraceId};
 
     use super::*;
 
-    fn span(
+    pub(crate) fn span(
         service: &str,
         id: u8,
         parent: Option<u8>,

@@ -3,11 +3,10 @@
 //! from spans and the agent's metric names.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use sonde_model::records::{Origin, SpanId, SpanKind, SpanRecord, StatusCode, TraceId};
+use sonde_model::records::{SpanKind, SpanRecord};
 use sonde_model::{Labels, Matcher, Sample, Series, METRIC_NAME};
 use sonde_query::{Engine, Queryable, Value};
 
@@ -114,31 +113,9 @@ impl Backend for Server {
     }
 }
 
+/// A span with the given service, kind and duration (spanmetrics' helper).
 fn span(service: &str, kind: SpanKind, ms: i64, error: bool) -> SpanRecord {
-    SpanRecord {
-        trace_id: TraceId([1; 16]),
-        span_id: SpanId([2; 8]),
-        parent_span_id: None,
-        trace_state: String::new(),
-        flags: 1,
-        name: "GET /".into(),
-        kind,
-        start_ns: 0,
-        end_ns: ms * 1_000_000,
-        status: if error {
-            StatusCode::Error
-        } else {
-            StatusCode::Unset
-        },
-        status_message: String::new(),
-        origin: Arc::new(Origin {
-            service: service.into(),
-            ..Origin::default()
-        }),
-        attributes: vec![],
-        events: vec![],
-        links: vec![],
-    }
+    crate::spanmetrics::tests::span(service, 2, None, kind, ms, error)
 }
 
 fn gauge(name: &str, labels: &[(&str, &str)], t: i64, v: f64) -> Series {

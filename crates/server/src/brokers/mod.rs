@@ -20,7 +20,7 @@ pub use route::{Encoding, Route, RouteSignal};
 
 use crate::app::{App, AppState};
 use crate::body::RequestError;
-use crate::write::{append_batch, blocking};
+use crate::write::append_batch;
 use crate::write_records::{store_records_request, RecordsRequest, Signal};
 
 /// Why a message was not stored.
@@ -206,11 +206,7 @@ pub fn decode_device(
             let raw =
                 sonde_ingest::remote_write::decompress_limited(&payload, limit).unwrap_or(payload);
             let mut batch = sonde_ingest::remote_write::decode_uncompressed(&raw).map_err(bad)?;
-            if !context.is_empty() {
-                for s in &mut batch.series {
-                    s.labels = with_context(&s.labels, &context);
-                }
-            }
+            apply_context(&mut batch, &context);
             (batch, Vec::new())
         }
         Encoding::Influx => {
@@ -277,26 +273,33 @@ pub fn store_decoded(
 pub async fn ingest_metrics(
     state: &AppState,
     transport: &'static str,
-    mut batch: MetricsBatch,
+    mut metrics: MetricsBatch,
     context: Vec<(String, String)>,
 ) -> Result<Stored, Failure> {
-    if batch.series.is_empty() && batch.rejected_points > 0 {
+    if metrics.series.is_empty() && metrics.rejected_points > 0 {
         return Err(Failure::Malformed(
-            batch.first_rejection.unwrap_or_default(),
+            metrics.first_rejection.unwrap_or_default(),
         ));
     }
-    if !context.is_empty() {
-        for s in &mut batch.series {
-            s.labels = with_context(&s.labels, &context);
-        }
-    }
+    apply_context(&mut metrics, &context);
     let st = state.clone();
-    let outcome = blocking(move || append_batch(&st as &App, batch)).await?;
-    state.metrics.samples(transport, outcome.report.accepted);
-    Ok(Stored {
-        accepted: outcome.report.accepted,
-        rejected: outcome.report.rejected + outcome.dropped,
-    })
+    let decoded = Decoded {
+        metrics,
+        logs: Vec::new(),
+    };
+    tokio::task::spawn_blocking(move || store_decoded(&st, transport, vec![decoded]))
+        .await
+        .map_err(|e| Failure::Retry(format!("write task failed: {e}")))?
+}
+
+/// Adds the context labels each series lacks.
+fn apply_context(batch: &mut MetricsBatch, context: &[(String, String)]) {
+    if context.is_empty() {
+        return;
+    }
+    for s in &mut batch.series {
+        s.labels = with_context(&s.labels, context);
+    }
 }
 
 fn with_context(labels: &Labels, context: &[(String, String)]) -> Labels {
