@@ -74,7 +74,15 @@ test('demo: overview, explorer, traces, waterfall, logs, hosts and policies show
   const id = /\/traces\/([0-9a-f]{32})/.exec(href)[1];
   await page.goto(sonde.url + href);
   await page.waitForSelector('[data-testid=span-row]');
-  const trace = await sonde.api(`/api/v1/traces/${id}`);
+  // A live trace may still be gaining spans from other services: compare
+  // the page with the API once both have seen the same spans.
+  let trace = await sonde.api(`/api/v1/traces/${id}`);
+  for (let i = 0; i < 10 && await page.locator('[data-testid=span-row]').count() !== trace.spans.length; i++) {
+    await page.waitForTimeout(500);
+    await page.reload();
+    await page.waitForSelector('[data-testid=span-row]');
+    trace = await sonde.api(`/api/v1/traces/${id}`);
+  }
   assert.equal(await page.locator('[data-testid=span-row]').count(), trace.spans.length);
   await shot(page, 'trace');
   assert.deepEqual(problems, []);
