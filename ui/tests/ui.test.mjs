@@ -97,7 +97,8 @@ test('overview and hosts sparklines are pushed: one stream for all the queries o
   assert.equal(streams()[0].get('step'), '10');
   // and move without a poll: the host list's newest update comes from the stream
   const at = await page.$eval('[data-testid=hosts]', (e) => Number(e.dataset.updated));
-  await page.waitForFunction((t) => Number(document.querySelector('[data-testid=hosts]').dataset.updated) >= t + 2000, at, { timeout: 10_000 });
+  // The stream pushes at step boundaries (10 s): allow one step plus a loaded machine's delay.
+  await page.waitForFunction((t) => Number(document.querySelector('[data-testid=hosts]').dataset.updated) >= t + 2000, at, { timeout: 20_000 });
   assert.deepEqual(polls(), [], 'nothing polled query_range');
   assert.equal(streams().length, 1, 'the stream stayed open');
   // Hosts: the list (a step of 10 s) and the host's four charts (1 s): two streams.
