@@ -3,7 +3,8 @@ service's spans at a steady rate and then a burst of failures make
 `sonde serve` record an `anomaly.detected` event for that service, through
 the span-derived RED metrics and the built-in rules; without notifying
 the configured webhook; and with `--anomaly-detection off` nothing is
-detected."""
+detected. A restarted server's detectors learn the stored history first,
+so they judge at once."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import time
 
 from harness import otlp_ok, otlp_span, post_otlp, resource_spans, traces_request
 from test_alerting import Webhook
+from test_remote_write import PROMETHEUS_HEADERS, post, write_request
 
 BUILTIN = "sonde-builtin-anomalies"
-# The detector scores nothing for its first 150 points; at 100 ms a point,
-# the steady phase teaches it in 15 s.
+# The detector scores nothing for its first 150 points; learning one every
+# 100 ms (`--anomaly-step`), the steady phase teaches it in 15 s.
 EVAL = "100ms"
 STEADY_S = 22.0
 
@@ -43,8 +45,8 @@ def events(sonde) -> list[dict]:
 def test_builtin_detection_finds_a_failure_burst_without_rules_and_off_turns_it_off(sonde_factory):
     hook = Webhook()
     try:
-        auto = sonde_factory("--rule-evaluation-interval", EVAL, "--alert-webhooks", hook.url)
-        off = sonde_factory("--rule-evaluation-interval", EVAL, "--anomaly-detection", "off")
+        auto = sonde_factory("--rule-evaluation-interval", EVAL, "--anomaly-step", EVAL, "--alert-webhooks", hook.url)
+        off = sonde_factory("--rule-evaluation-interval", EVAL, "--anomaly-step", EVAL, "--anomaly-detection", "off")
 
         groups = auto.api("/api/v1/rules")["groups"]
         assert [g["name"] for g in groups] == [BUILTIN]
@@ -101,3 +103,39 @@ def test_builtin_detection_finds_a_failure_burst_without_rules_and_off_turns_it_
         assert off.api("/api/v1/alerts")["alerts"] == []
     finally:
         hook.close()
+
+
+def test_a_restarted_server_judges_at_once_from_the_stored_history(sonde_factory, tmp_path):
+    # A user's anomaly rule on a steady series with ten minutes of history:
+    # after kill -9 and a restart, its detector learns that history from the
+    # store before its first evaluation, so a jump right after the restart
+    # is found at once, where a detector starting from nothing would still
+    # be learning (150 one-second steps).
+    (tmp_path / "rules.yml").write_text(
+        "groups:\n  - name: capacity\n    rules:\n"
+        "      - alert: QueueDepthAnomalous\n        expr: queue_depth\n"
+        "        anomaly: {score_above: 0.5}\n"
+    )
+    s = sonde_factory("--rule-files", f"{tmp_path}/*.yml", "--anomaly-detection", "off")
+    labels = {"__name__": "queue_depth", "queue": "orders"}
+    now_ms = int(time.time() * 1000)
+    history = [(now_ms - 600_000 + 1000 * i, 100.0 + i % 7) for i in range(600)]
+    r = post(s, write_request([(labels, history)]), PROMETHEUS_HEADERS)
+    assert r.status_code == 204, r.text
+    assert len(s.matrix("queue_depth[15m]")[frozenset({("__name__", "queue_depth"), ("queue", "orders")})]) == 600
+
+    s.restart(crash=True)
+    jump_ns = time.time_ns()
+    r = post(s, write_request([(labels, [(jump_ns // 1_000_000, 5000.0)])]), PROMETHEUS_HEADERS)
+    assert r.status_code == 204, r.text
+    found = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not found:
+        time.sleep(0.2)
+        found = events(s)
+    assert found, f"no anomaly within 10 s of a restart:\n{s.log_text()[-3000:]}"
+    [e] = found
+    assert e["attributes"]["alert.rule"] == "QueueDepthAnomalous"
+    assert e["attributes"]["anomaly.observed"] == 5000.0
+    assert 50 < e["attributes"]["anomaly.expected_low"] < e["attributes"]["anomaly.expected_high"] < 200
+    assert int(e["timeUnixNano"]) >= jump_ns - 1_000_000_000

@@ -19,15 +19,24 @@
 //! the earlier ones is not taken for an incident, while runs still count
 //! in full.
 //!
+//! A third check looks for sustained shifts of the level: a mean of the
+//! recent values whose steps are clipped to two long-run spreads (so lone
+//! spikes barely move it) is compared with the long-run level, in units of
+//! the long-run robust spread. Once it is at least three spreads away, its
+//! rarity is judged against the series' history of such shifts, learnt 32
+//! points late (four bits a point), so the first points of an excursion
+//! are judged against the history from before it: a ramp to four times
+//! the level in a noisy series alerts within 10 to 20 points.
+//!
 //! The score is `-ln p / 23` (p = 1e-10 scores 1), with the smallest p of
 //! the checks, corrected for the number of checks. After an alert, scores
 //! are damped for a while, so one incident gives one alert, not a storm.
-//! State is fixed, under 1 KB per series (920 bytes), with no allocation.
+//! State is fixed, under 1 KB per series (1,016 bytes), with no allocation.
 
 use std::sync::Arc;
 
 use crate::seasonal::DailyProfile;
-use crate::stats::{RobustEw, TailHistogram};
+use crate::stats::{NibbleDelay, RobustEw, TailHistogram};
 
 /// Bins of the weekday profile (45 minutes each): finer than hours, so
 /// sharp daily edges are followed, yet each bin still sees several points
@@ -36,6 +45,9 @@ const DAY_BINS: usize = 32;
 /// Bins of the weekend profile, which learns from two days in seven and so
 /// needs wider bins to settle.
 const WEEKEND_BINS: usize = 24;
+/// Bins of the shift history: half-octaves from 0.5 to about 90 spreads,
+/// so a bin fits in the four bits of the delay line.
+const SHIFT_BINS: usize = 15;
 
 /// How the detector learns and scores. One configuration serves every
 /// series: the defaults are tuned on NAB as a whole, never per series.
@@ -90,6 +102,16 @@ pub struct DetectorConfig {
     pub spike_z: f64,
     /// How strongly a learnt spike rate softens single-point evidence (0: off).
     pub spike_k: f64,
+    /// Weight of one point in the shift check's level (0: no shift check).
+    pub shift_alpha: f64,
+    /// Largest move one point makes in the shift check's level, in units
+    /// of the long-run robust spread, so lone spikes barely move it.
+    pub shift_clip: f64,
+    /// Smallest shift (in long-run robust spreads) the shift check reports.
+    pub shift_min: f64,
+    /// Points a shift waits before the shift history learns it (0 to 32),
+    /// so an excursion is judged against the history from before it.
+    pub shift_delay: u32,
 }
 
 impl Default for DetectorConfig {
@@ -119,6 +141,10 @@ impl Default for DetectorConfig {
             range_width: 3.0,
             spike_z: 6.0,
             spike_k: 10.0,
+            shift_alpha: 0.2,
+            shift_clip: 2.0,
+            shift_min: 3.0,
+            shift_delay: 32,
         }
     }
 }
@@ -282,6 +308,14 @@ pub struct Detector {
     /// Surprise histories of the recent-level and time-of-day models.
     level_ch: Channel,
     season_ch: Channel,
+    /// The shift check's level: a mean of recent values whose steps are
+    /// tightly clipped, so it follows sustained shifts, not spikes.
+    shift_level: f64,
+    /// History of shifts (`shift_level` against the long-run level, in
+    /// long-run robust spreads).
+    shift_hist: TailHistogram<SHIFT_BINS>,
+    /// Shift bins waiting to be learnt.
+    shift_delay: NibbleDelay,
     /// Points left in the damping period after an alert.
     suppress: u32,
 }
@@ -308,12 +342,20 @@ impl Detector {
             weekend: DailyProfile::new(),
             level_ch: Channel::new(),
             season_ch: Channel::new(),
+            shift_level: 0.0,
+            shift_hist: TailHistogram::new(),
+            shift_delay: NibbleDelay::new(),
             suppress: 0,
         }
     }
 
     pub fn config(&self) -> &DetectorConfig {
         &self.cfg
+    }
+
+    /// Points learnt so far (non-finite values are not counted).
+    pub fn points(&self) -> u32 {
+        self.n
     }
 
     /// Scores the point `(t_ms, value)` and learns from it. Points should
@@ -381,8 +423,16 @@ impl Detector {
                 self.err_season = self.err_level;
             }
         }
+        // The long-run level and robust spread, before this point.
+        let (base, base_mad) = (self.slow.loc, self.slow.mad.max(floor));
         self.fast.update(x, c.fast_alpha, c.clip, floor);
         self.slow.update(x, c.slow_alpha, c.clip, floor);
+        if self.n == 1 {
+            self.shift_level = x;
+        } else {
+            let lim = c.shift_clip * base_mad;
+            self.shift_level += c.shift_alpha * (x - self.shift_level).clamp(-lim, lim);
+        }
         // Each profile's rate is per day, whatever the number of points
         // that fall in one of its bins.
         if is_we {
@@ -413,6 +463,29 @@ impl Detector {
         } else {
             1.0
         };
+        // A sustained shift of the level, against the long-run level:
+        // judged against the history of shifts (learnt with a delay, so the
+        // first points of an excursion do not teach that it is usual), and
+        // only once it is several long-run spreads large.
+        let mut p_shift = 1.0;
+        if c.shift_alpha > 0.0 {
+            let u = (self.shift_level - base).abs() / base_mad;
+            let log2_u = if u > 0.0 { u.log2() } else { -64.0 };
+            let k = TailHistogram::<SHIFT_BINS>::bin(log2_u);
+            if self.n > c.warmup_points + c.channel_warmup && u >= c.shift_min {
+                p_shift = self
+                    .shift_hist
+                    .tail(log2_u, c.prior_weight, c.prior_gamma, c.tail_gamma);
+            }
+            let learn = if c.shift_delay == 0 {
+                Some(k as u8)
+            } else {
+                self.shift_delay.push(k as u8, c.shift_delay)
+            };
+            if let Some(old) = learn {
+                self.shift_hist.learn(old as usize, c.long_alpha);
+            }
+        }
         // Reported against the model that found the point rarer; on a tie,
         // the one that has predicted better.
         let season_first =
@@ -422,7 +495,9 @@ impl Detector {
         } else {
             (p_level, pred_level, scale_level, Basis::RecentLevel)
         };
-        // Two models looked: the rarer verdict counts twice as likely.
+        // Two models looked: the rarest verdict (the shift check's too)
+        // counts twice as likely.
+        let p = p.min(p_shift);
         let p = if season_ready { 2.0 * p } else { p };
         let mut score = (-p.ln() / c.score_nats).clamp(0.0, 1.0);
 

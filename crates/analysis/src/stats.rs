@@ -86,17 +86,17 @@ pub const TAIL_BINS: usize = 24;
 /// quiet ones (temperatures) are both described; beyond what the history
 /// holds, a Pareto prior of one pseudo-point extrapolates the tail.
 #[derive(Debug, Clone)]
-pub struct TailHistogram {
-    counts: [f32; TAIL_BINS],
+pub struct TailHistogram<const N: usize = TAIL_BINS> {
+    counts: [f32; N],
     total: f32,
     /// Weight of the next point; grows instead of decaying every bin.
     inc: f32,
 }
 
-impl TailHistogram {
+impl<const N: usize> TailHistogram<N> {
     pub const fn new() -> Self {
         TailHistogram {
-            counts: [0.0; TAIL_BINS],
+            counts: [0.0; N],
             total: 0.0,
             inc: 1.0,
         }
@@ -116,15 +116,29 @@ impl TailHistogram {
         tail_gamma: f64,
         alpha: f64,
     ) -> f64 {
+        let p = self.tail(log2_u, prior, gamma, tail_gamma);
+        self.learn(Self::bin(log2_u), alpha);
+        p
+    }
+
+    /// The bin a deviation `u` (given as `log2(u)`) falls in.
+    #[inline]
+    pub fn bin(log2_u: f64) -> usize {
+        (2.0 * (log2_u + 1.0)).clamp(0.0, N as f64 - 1e-9) as usize
+    }
+
+    /// `P(U >= u)` (see [`TailHistogram::observe`]), without learning.
+    #[inline]
+    pub fn tail(&self, log2_u: f64, prior: f64, gamma: f64, tail_gamma: f64) -> f64 {
         // Half-octave bins from u = 0.5.
-        let pos = (2.0 * (log2_u + 1.0)).clamp(0.0, TAIL_BINS as f64 - 1e-9);
+        let pos = (2.0 * (log2_u + 1.0)).clamp(0.0, N as f64 - 1e-9);
         let k = pos as usize;
         let frac = pos - pos.floor();
         // The weight at or above u (within u's own bin, a linear share).
         // Small deviations are the common case: sum the few bins below
         // them; the tail is summed directly, so rare events stay exact.
         let share = (1.0 - frac as f32) * self.counts[k];
-        let mut above = if k < TAIL_BINS / 2 {
+        let mut above = if k < N / 2 {
             let below: f32 = self.counts[..k].iter().sum();
             (self.total - below - self.counts[k] + share).max(0.0)
         } else {
@@ -150,8 +164,13 @@ impl TailHistogram {
         } else {
             (-gamma * log2_u).exp2()
         };
-        let p = (above as f64 * scale + prior * p_prior) / (self.total as f64 * scale + prior);
+        (above as f64 * scale + prior * p_prior) / (self.total as f64 * scale + prior)
+    }
 
+    /// Learns one point in bin `k` (see [`TailHistogram::bin`]),
+    /// forgetting older points at rate `alpha`.
+    #[inline]
+    pub fn learn(&mut self, k: usize, alpha: f64) {
         self.counts[k] += self.inc;
         self.total += self.inc;
         self.inc /= (1.0 - alpha) as f32;
@@ -161,11 +180,45 @@ impl TailHistogram {
             self.total *= s;
             self.inc = 1.0;
         }
-        p
     }
 }
 
-impl Default for TailHistogram {
+/// A delay line of up to 32 small values (0 to 14), four bits each: what
+/// went in `d` points ago comes out.
+#[derive(Debug, Clone, Copy)]
+pub struct NibbleDelay {
+    lo: u64,
+    hi: u64,
+}
+
+impl NibbleDelay {
+    pub const fn new() -> Self {
+        NibbleDelay {
+            lo: u64::MAX,
+            hi: u64::MAX,
+        }
+    }
+
+    /// Pushes `v` (at most 14); returns the value pushed `d` (1 to 32)
+    /// points ago, if there was one.
+    #[inline]
+    pub fn push(&mut self, v: u8, d: u32) -> Option<u8> {
+        let all = ((self.hi as u128) << 64) | self.lo as u128;
+        let old = ((all >> (4 * (d.clamp(1, 32) - 1))) & 0xf) as u8;
+        let all = (all << 4) | (v.min(14) as u128);
+        self.lo = all as u64;
+        self.hi = (all >> 64) as u64;
+        (old != 0xf).then_some(old)
+    }
+}
+
+impl Default for NibbleDelay {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> Default for TailHistogram<N> {
     fn default() -> Self {
         Self::new()
     }

@@ -137,3 +137,30 @@ fn state_fits_the_per_series_budget() {
     let size = std::mem::size_of::<Detector>();
     assert!(size <= 1024, "detector state is {size} bytes");
 }
+
+#[test]
+fn ramp_to_four_times_the_level() {
+    // A noisy latency (mean 0.18, 15% noise) ramps to 0.74 over 60 points
+    // and stays there: a sustained shift, each step small against the
+    // noise. It must alert within 30 points of the ramp's start, and not
+    // before it.
+    let mut noise = Noise(7);
+    let start = 400;
+    let v: Vec<f64> = (0..600)
+        .map(|i| {
+            let level = if i < start {
+                0.18
+            } else {
+                0.18 + 0.56 * ((i - start + 1) as f64 / 60.0).min(1.0)
+            };
+            level * (1.0 + 0.15 * noise.next() * 1.7)
+        })
+        .collect();
+    let alert = DetectorConfig::default().alert_score;
+    let s = scores(&v);
+    let first = s.iter().position(|&x| x >= alert);
+    assert!(
+        matches!(first, Some(i) if i >= start && i < start + 30),
+        "first alert at {first:?}, ramp from {start}"
+    );
+}

@@ -101,6 +101,9 @@ pub struct Config {
     /// `auto` (events and alerts, never notified), `notify` (also sent to
     /// the receivers) or `off`.
     pub anomaly_detection: String,
+    /// How often anomaly rules' detectors learn a point unless a rule sets
+    /// `step` (at least the group's interval).
+    pub anomaly_step: String,
     /// Kafka bootstrap servers, `host:port,...`; empty: no Kafka ingest.
     pub kafka_brokers: String,
     /// The consumer group: one per Sonde deployment, shared by its nodes.
@@ -179,6 +182,7 @@ impl Default for Config {
             alert_resend_delay: "1m".into(),
             external_url: String::new(),
             anomaly_detection: "auto".into(),
+            anomaly_step: "1s".into(),
             kafka_brokers: String::new(),
             kafka_group_id: "sonde".into(),
             kafka_topics: vec![
@@ -457,6 +461,7 @@ impl Defaults for toml::Table {
             ("alert_resend_delay", &d.alert_resend_delay),
             ("external_url", &d.external_url),
             ("anomaly_detection", &d.anomaly_detection),
+            ("anomaly_step", &d.anomaly_step),
             ("kafka_brokers", &d.kafka_brokers),
             ("kafka_group_id", &d.kafka_group_id),
             ("kafka_dead_letter_topic", &d.kafka_dead_letter_topic),

@@ -94,6 +94,11 @@ impl Backend for Server {
             .instant(self, expr, t)
             .map_err(|e| e.to_string())
     }
+    fn query_range(&self, expr: &str, start: i64, end: i64, step: i64) -> Result<Value, String> {
+        self.engine
+            .range(self, expr, start, end, step)
+            .map_err(|e| e.to_string())
+    }
     fn append(&self, series: &[Series]) -> Result<(), String> {
         let mut all = self.series.lock();
         for s in series {
@@ -151,6 +156,7 @@ fn builtin_rules_watch_services_and_hosts_and_catch_an_error_spike() {
     let settings = Settings {
         resend_delay_ms: 60_000,
         external_url: "http://sonde",
+        anomaly_step: Duration::from_secs(1),
     };
     let t0 = 1_700_000_000_000i64;
     let spike_at = 330;

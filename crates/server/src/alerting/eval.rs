@@ -5,7 +5,8 @@
 //! which alerts to notify.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Instant;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use sonde_analysis::{Assessment, Detector, DetectorConfig};
 use sonde_model::{is_stale_nan, stale_nan, Labels, Matcher, Sample, Series, METRIC_NAME};
@@ -19,8 +20,32 @@ use super::template::Val;
 const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
 /// Detectors one anomaly rule keeps; series beyond are not scored.
 const MAX_DETECTORS: usize = 10_000;
+/// Steps of stored history an anomaly rule's detectors learn before their
+/// first evaluation: well past the detector's warm-up, so after a restart
+/// or when a rule is added on old series, they judge at once.
+const SEED_STEPS: i64 = 600;
 /// A detector whose series has been absent this long is dropped.
 const DETECTOR_IDLE_MS: i64 = 60 * 60 * 1000;
+/// The configuration of every rule's detectors: the tuned defaults without
+/// the damping after an alert, which exists for scoring point by point;
+/// here an alert is a state that lasts while the series stays anomalous,
+/// and damping would end it one evaluation after it began.
+static RULE_DETECTOR: LazyLock<Arc<DetectorConfig>> = LazyLock::new(|| {
+    Arc::new(DetectorConfig {
+        suppress_points: 0,
+        ..DetectorConfig::default()
+    })
+});
+
+/// One anomaly rule's watch on one series.
+struct Watched {
+    detector: Detector,
+    /// When the series was last seen (ms).
+    seen: i64,
+    /// When the detector last learnt a point (ms).
+    learnt: i64,
+}
+
 /// The series holding each active alert's `activeAt`, read back at startup.
 pub const FOR_STATE: &str = "ALERTS_FOR_STATE";
 /// `for` state older than this is not restored (Prometheus's
@@ -30,6 +55,8 @@ pub const OUTAGE_TOLERANCE_MS: i64 = 60 * 60 * 1000;
 /// What evaluation needs from the server, so tests can stand in for it.
 pub trait Backend {
     fn query(&self, expr: &str, t: i64) -> Result<Value, String>;
+    /// A range query over `[start, end]` every `step` (ms): a matrix.
+    fn query_range(&self, expr: &str, start: i64, end: i64, step: i64) -> Result<Value, String>;
     fn append(&self, series: &[Series]) -> Result<(), String>;
     /// Raw samples, stale markers included, as the store holds them.
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, String>;
@@ -98,8 +125,10 @@ pub struct RuleState {
     /// Series written at the last evaluation (recording rules: results;
     /// alerting rules: `ALERTS`), to mark the vanished ones stale.
     written: HashSet<Labels>,
-    /// Anomaly rules: one detector per watched series, with when it was last seen.
-    detectors: HashMap<Labels, (Detector, i64)>,
+    /// Anomaly rules: one detector per watched series.
+    detectors: HashMap<Labels, Watched>,
+    /// Anomaly rules: whether the detectors have learnt the stored history.
+    seeded: bool,
     /// Anomaly rules: the series anomalous at the last evaluation.
     anomalous: HashSet<Labels>,
 }
@@ -140,6 +169,7 @@ impl GroupState {
                 let mut st = std::mem::take(&mut old.rules[j]);
                 if old_group.rules[j].expr != rule.expr {
                     st.detectors.clear();
+                    st.seeded = false;
                 }
                 self.rules[i] = st;
             }
@@ -184,6 +214,9 @@ pub struct Outcome {
 pub struct Settings<'a> {
     pub resend_delay_ms: i64,
     pub external_url: &'a str,
+    /// How often anomaly detectors learn unless a rule says (at least the
+    /// group's interval).
+    pub anomaly_step: Duration,
 }
 
 /// Evaluates every rule of `group` at wall time `now` (ms).
@@ -321,34 +354,82 @@ fn label_map(labels: &Labels) -> Val {
     )
 }
 
+/// Teaches the rule's detectors the stored history of its expression, one
+/// point per step, as if they had been running: a restarted server (or a
+/// rule newly added on old series) needs no warm-up. Series with no
+/// history start from nothing, as before.
+fn seed_detectors(backend: &dyn Backend, rule: &Rule, rs: &mut RuleState, t: i64, step: i64) {
+    rs.seeded = true;
+    let start = t - SEED_STEPS * step;
+    let found = match backend.query_range(&rule.expr, start, t - step, step) {
+        Ok(Value::Matrix(found)) => found,
+        Ok(_) => return,
+        Err(e) => {
+            tracing::warn!(rule = %rule.name, "anomaly detectors start without history: {e}");
+            return;
+        }
+    };
+    let series = found.len();
+    for s in found.into_iter().take(MAX_DETECTORS) {
+        let Some(last) = s.samples.last().map(|p| p.t) else {
+            continue;
+        };
+        let mut detector = Detector::shared(RULE_DETECTOR.clone());
+        for p in &s.samples {
+            detector.update(p.t, p.v);
+        }
+        rs.detectors.insert(
+            s.labels,
+            Watched {
+                detector,
+                seen: t,
+                learnt: last,
+            },
+        );
+    }
+    tracing::debug!(rule = %rule.name, series, "anomaly detectors learnt the stored history");
+}
+
 /// Scores each series with its detector; keeps those at or above `threshold`,
-/// valued by their score.
+/// valued by their score. A detector learns at most one point per `step`;
+/// evaluations in between are scored on a copy, so they answer at once
+/// without crowding its memory with near-repeats of one point.
 fn score_anomalies(
     rs: &mut RuleState,
     samples: Vec<(Labels, f64)>,
     t: i64,
     threshold: f64,
     min_change: f64,
+    step: Duration,
 ) -> Vec<(Labels, f64, Option<Assessment>)> {
+    let step = step.as_millis() as i64;
     let mut out = Vec::new();
     for (labels, v) in samples {
         if !rs.detectors.contains_key(&labels) && rs.detectors.len() >= MAX_DETECTORS {
             continue;
         }
-        let (det, seen) = rs
+        let w = rs
             .detectors
             .entry(labels.clone())
-            .or_insert_with(|| (Detector::new(DetectorConfig::default()), t));
-        *seen = t;
-        let a = det.update(t, v);
+            .or_insert_with(|| Watched {
+                detector: Detector::shared(RULE_DETECTOR.clone()),
+                seen: t,
+                learnt: i64::MIN,
+            });
+        w.seen = t;
+        let a = if w.learnt == i64::MIN || t - w.learnt >= step {
+            w.learnt = t;
+            w.detector.update(t, v)
+        } else {
+            w.detector.clone().update(t, v)
+        };
         let expected = (a.expected_low + a.expected_high) / 2.0;
         let change = (a.observed - expected).abs() / expected.abs().max(1e-9);
         if a.score >= threshold && change >= min_change {
             out.push((labels, a.score, Some(a)));
         }
     }
-    rs.detectors
-        .retain(|_, (_, seen)| t - *seen < DETECTOR_IDLE_MS);
+    rs.detectors.retain(|_, w| t - w.seen < DETECTOR_IDLE_MS);
     out
 }
 
@@ -429,7 +510,15 @@ fn eval_alerting(
     let (t, now, settings) = (ctx.t, ctx.now, ctx.settings);
     let samples = vector(backend.query(&rule.expr, t)?)?;
     let samples = match spec.anomaly {
-        Some(threshold) => score_anomalies(rs, samples, t, threshold, spec.anomaly_min_change),
+        Some(threshold) => {
+            let step = spec
+                .anomaly_step
+                .unwrap_or(group.interval.max(ctx.settings.anomaly_step));
+            if !rs.seeded {
+                seed_detectors(backend, rule, rs, t, step.as_millis() as i64);
+            }
+            score_anomalies(rs, samples, t, threshold, spec.anomaly_min_change, step)
+        }
         None => samples.into_iter().map(|(l, v)| (l, v, None)).collect(),
     };
     // A series newly found anomalous becomes an event, once per episode.

@@ -10,6 +10,8 @@ use std::time::Duration;
 #[derive(Default)]
 struct Fake {
     result: Mutex<Vec<(Labels, f64)>>,
+    /// What range queries find, whatever the expression.
+    history: Mutex<Vec<Series>>,
     appended: Mutex<Vec<Series>>,
     anomalies: Mutex<Vec<(String, Labels, i64)>>,
 }
@@ -28,6 +30,13 @@ impl Backend for Fake {
                 })
                 .collect(),
         ))
+    }
+    fn query_range(&self, _expr: &str, start: i64, end: i64, _step: i64) -> Result<Value, String> {
+        let mut found = self.history.lock().clone();
+        for s in &mut found {
+            s.samples.retain(|p| p.t >= start && p.t <= end);
+        }
+        Ok(Value::Matrix(found))
     }
     fn append(&self, series: &[Series]) -> Result<(), String> {
         self.appended.lock().extend_from_slice(series);
@@ -68,6 +77,7 @@ fn group(rules: &str) -> Group {
 const SETTINGS: Settings = Settings {
     resend_delay_ms: 60_000,
     external_url: "http://sonde:7070",
+    anomaly_step: Duration::from_secs(1),
 };
 
 fn states(st: &GroupState) -> Vec<&'static str> {
@@ -289,6 +299,75 @@ fn anomaly_rules_alert_on_anomalous_series() {
         "{:?}",
         n.annotations
     );
+}
+
+#[test]
+fn anomaly_detectors_learn_once_per_step_and_score_every_evaluation() {
+    // Evaluated four times a second, learnt once a second (the default step
+    // is the group's interval, here 1 s): the detector's memory counts
+    // time, not evaluations, yet every evaluation is scored.
+    let g = group("      - alert: Odd\n        expr: x\n        anomaly: {score_above: 0.5}\n");
+    let fake = Fake::default();
+    let mut st = GroupState::new(&g);
+    let l = Labels::from_pairs([("service", "checkout")]);
+    let mut first_alert = None;
+    for i in 0..1_000i64 {
+        let v = if i < 900 {
+            100.0 + (i % 7) as f64
+        } else {
+            5_000.0
+        };
+        *fake.result.lock() = vec![(l.clone(), v)];
+        eval_group(&fake, &g, &mut st, 250 * i, &SETTINGS);
+        if first_alert.is_none() && !st.rules[0].alerts.is_empty() {
+            first_alert = Some(i);
+        }
+    }
+    let w = &st.rules[0].detectors[&l];
+    assert_eq!(w.detector.points(), 250, "one point learnt per second");
+    // The jump is found at the evaluation it appears, not at the next step.
+    assert_eq!(first_alert, Some(900));
+
+    let stepped = group(
+        "      - alert: Odd\n        expr: x\n        anomaly: {score_above: 0.5, step: 5s}\n",
+    );
+    let mut st = GroupState::new(&stepped);
+    for i in 0..100i64 {
+        eval_group(&fake, &stepped, &mut st, 1_000 * i, &SETTINGS);
+    }
+    assert_eq!(st.rules[0].detectors[&l].detector.points(), 20);
+}
+
+#[test]
+fn anomaly_detectors_learn_the_stored_history_before_judging() {
+    // As after a restart: ten minutes of the series are in the store when
+    // the rule first runs, and the very first evaluation sees a jump.
+    let g = group("      - alert: Odd\n        expr: x\n        anomaly: {score_above: 0.5}\n");
+    let l = Labels::from_pairs([("service", "checkout")]);
+    let steady = |i: i64| 100.0 + (i % 7) as f64;
+    let fake = Fake::default();
+    *fake.history.lock() = vec![Series {
+        labels: l.clone(),
+        samples: (0..600)
+            .map(|i| Sample {
+                t: 1_000 * i,
+                v: steady(i),
+            })
+            .collect(),
+        histograms: Vec::new(),
+    }];
+    *fake.result.lock() = vec![(l.clone(), 5_000.0)];
+    let mut st = GroupState::new(&g);
+    eval_group(&fake, &g, &mut st, 600_000, &SETTINGS);
+    assert_eq!(states(&st), ["firing"], "the first evaluation judges");
+    assert_eq!(st.rules[0].detectors[&l].detector.points(), 601);
+
+    // Without history the detector is still learning.
+    let fresh = Fake::default();
+    *fresh.result.lock() = vec![(l.clone(), 5_000.0)];
+    let mut st = GroupState::new(&g);
+    eval_group(&fresh, &g, &mut st, 600_000, &SETTINGS);
+    assert!(st.rules[0].alerts.is_empty());
 }
 
 #[test]

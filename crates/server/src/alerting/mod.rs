@@ -64,6 +64,7 @@ pub struct Alerting {
     default_interval: Duration,
     anomaly_detection: Mode,
     resend_delay: Duration,
+    anomaly_step: Duration,
     pub external_url: String,
     groups: Mutex<Vec<Arc<LiveGroup>>>,
     /// Bumped at every successful reload; the scheduler restarts groups.
@@ -87,6 +88,7 @@ impl Alerting {
         let default_interval = d("rule_evaluation_interval", &config.rule_evaluation_interval)?
             .max(Duration::from_millis(10));
         let resend_delay = d("alert_resend_delay", &config.alert_resend_delay)?;
+        let anomaly_step = d("anomaly_step", &config.anomaly_step)?.max(Duration::from_millis(10));
         let external_url = if config.external_url.is_empty() {
             format!("http://{}", config.api_addr)
         } else {
@@ -119,6 +121,7 @@ impl Alerting {
             default_interval,
             anomaly_detection,
             resend_delay,
+            anomaly_step,
             notifier: Notifier::new(
                 &config.alert_webhooks,
                 &config.alertmanager_urls,
@@ -209,6 +212,7 @@ impl Alerting {
         }
         let settings = eval::Settings {
             resend_delay_ms: self.resend_delay.as_millis() as i64,
+            anomaly_step: self.anomaly_step,
             external_url: &self.external_url,
         };
         let outcome = eval::eval_group(backend, &group.def, &mut state, now_ms, &settings);
@@ -291,6 +295,12 @@ impl Backend for App {
     fn query(&self, expr: &str, t: i64) -> Result<Value, String> {
         self.engine
             .instant(&StoreQueryable(self.store.clone()), expr, t)
+            .map_err(|e| e.to_string())
+    }
+
+    fn query_range(&self, expr: &str, start: i64, end: i64, step: i64) -> Result<Value, String> {
+        self.engine
+            .range(&StoreQueryable(self.store.clone()), expr, start, end, step)
             .map_err(|e| e.to_string())
     }
 

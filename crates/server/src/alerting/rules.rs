@@ -67,6 +67,8 @@ struct AnomalyYaml {
     score_above: Option<f64>,
     #[serde(default)]
     min_change: Option<f64>,
+    #[serde(default)]
+    step: Option<String>,
 }
 
 /// The anomaly score an anomaly rule fires at when it names none.
@@ -117,6 +119,11 @@ pub struct AlertSpec {
     /// says how rare a deviation is for this series, not how large: on a
     /// very steady series a 15% drift is as rare as a fourfold jump.
     pub anomaly_min_change: f64,
+    /// Anomaly rules: how often a detector learns a point (`None`: the
+    /// group's interval, at least the `anomaly_step` setting). Evaluations in
+    /// between are scored without being learnt, so the detector's memory is
+    /// counted in time, not in evaluations, whatever the interval.
+    pub anomaly_step: Option<Duration>,
 }
 
 impl Rule {
@@ -301,6 +308,12 @@ fn parse_rule(
     };
     let hold = dur("for", r.hold);
     let keep_firing_for = dur("keep_firing_for", r.keep_firing_for);
+    let anomaly_step = r
+        .anomaly
+        .as_ref()
+        .and_then(|a| a.step.clone())
+        .map(|s| dur("anomaly step", Some(s)))
+        .filter(|d| !d.is_zero());
     let anomaly_min_change = r.anomaly.as_ref().and_then(|a| a.min_change).unwrap_or(0.0);
     if !(anomaly_min_change >= 0.0 && anomaly_min_change.is_finite()) {
         errors.push(format!("{at}: anomaly min_change must be 0 or more"));
@@ -348,6 +361,7 @@ fn parse_rule(
             annotations,
             anomaly,
             anomaly_min_change,
+            anomaly_step,
         }),
     })
 }
@@ -477,6 +491,7 @@ groups:
         anomaly:
           score_above: 0.8
           min_change: 0.5
+          step: 10s
         annotations:
           description: "{{ $explanation }}"
 "#;
@@ -505,6 +520,7 @@ groups:
         };
         assert_eq!(a.anomaly, Some(0.8));
         assert_eq!(a.anomaly_min_change, 0.5);
+        assert_eq!(a.anomaly_step, Some(Duration::from_secs(10)));
         let negative = GOOD.replace("min_change: 0.5", "min_change: -1");
         let err = parse_file("r.yml", &negative, Duration::from_secs(1)).unwrap_err();
         assert!(err.contains("min_change"), "{err}");
