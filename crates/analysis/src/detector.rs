@@ -28,10 +28,19 @@
 //! are judged against the history from before it: a ramp to four times
 //! the level in a noisy series alerts within 10 to 20 points.
 //!
+//! A fourth check looks for a series getting noisier: the recent mean of
+//! its point-to-point changes (each clipped to four long-run means, so a
+//! lone spike barely moves it), against the long-run mean. Once it is at
+//! least 1.5 times as large, its rarity is judged against the series'
+//! history of such ratios, learnt 32 points late like the shifts.
+//!
 //! The score is `-ln p / 23` (p = 1e-10 scores 1), with the smallest p of
-//! the checks, corrected for the number of checks. After an alert, scores
-//! are damped for a while, so one incident gives one alert, not a storm.
-//! State is fixed, under 1 KB per series (1,016 bytes), with no allocation.
+//! the checks, corrected for the number of checks; when both models are
+//! surprised, the less surprised one's p, raised to a small power
+//! (`agree_weight`), strengthens the verdict. After a score of
+//! `suppress_from`, scores are damped for a while, so one incident gives
+//! one alert, not a storm. State is fixed, under 1 KB per series (1,016
+//! bytes), with no allocation.
 
 use std::sync::Arc;
 
@@ -48,6 +57,9 @@ const WEEKEND_BINS: usize = 24;
 /// Bins of the shift history: half-octaves from 0.5 to about 90 spreads,
 /// so a bin fits in the four bits of the delay line.
 const SHIFT_BINS: usize = 15;
+/// Bins of the noise history: half-octaves of the ratio from 0.5; the
+/// clipped ratio stays below the last one's start (about 5.7).
+const NOISE_BINS: usize = 8;
 
 /// How the detector learns and scores. One configuration serves every
 /// series: the defaults are tuned on NAB as a whole, never per series.
@@ -92,6 +104,14 @@ pub struct DetectorConfig {
     pub suppress_points: u32,
     /// Factor applied to scores while damped.
     pub suppress_factor: f64,
+    /// Score from which the damping starts (the alert level; starting it
+    /// just under the threshold NAB happens to choose scores higher there,
+    /// but ties the detector to that threshold).
+    pub suppress_from: f64,
+    /// Power of the less surprised model's tail probability that
+    /// multiplies the verdict (0: the rarer model's alone), so a point
+    /// both models find unusual counts more than one only one does.
+    pub agree_weight: f64,
     /// Separate time-of-day profiles for weekdays and weekends (UTC days).
     pub weekly: bool,
     /// Scores at or above this get an explanation built.
@@ -112,6 +132,13 @@ pub struct DetectorConfig {
     /// Points a shift waits before the shift history learns it (0 to 32),
     /// so an excursion is judged against the history from before it.
     pub shift_delay: u32,
+    /// Weight of one point in the noise check's recent mean of changes
+    /// (0: no noise check).
+    pub noise_alpha: f64,
+    /// Largest change one point adds to that mean, in long-run mean changes.
+    pub noise_clip: f64,
+    /// Smallest ratio of recent to long-run changes the noise check reports.
+    pub noise_min: f64,
 }
 
 impl Default for DetectorConfig {
@@ -136,6 +163,8 @@ impl Default for DetectorConfig {
             alert_score: 0.25,
             suppress_points: 100,
             suppress_factor: 0.2,
+            suppress_from: 0.25,
+            agree_weight: 0.1,
             weekly: true,
             explain_above: 0.25,
             range_width: 3.0,
@@ -145,6 +174,9 @@ impl Default for DetectorConfig {
             shift_clip: 2.0,
             shift_min: 3.0,
             shift_delay: 32,
+            noise_alpha: 0.03,
+            noise_clip: 4.0,
+            noise_min: 1.5,
         }
     }
 }
@@ -225,7 +257,7 @@ fn fmt(v: f64) -> String {
 struct Channel {
     point: TailHistogram,
     /// Short-term mean of ln(1 + z): a run of moderate deviations.
-    run_ln: f64,
+    run_ln: f32,
     run: TailHistogram,
     /// Long-run share of points deviating by more than `spike_z`.
     spike_rate: f32,
@@ -257,8 +289,9 @@ impl Channel {
             c.tail_gamma,
             c.long_alpha,
         );
-        self.run_ln += c.run_alpha * (z.ln_1p() - self.run_ln);
-        let log2_run = self.run_ln * std::f64::consts::LOG2_E;
+        let run_ln = self.run_ln as f64 + c.run_alpha * (z.ln_1p() - self.run_ln as f64);
+        self.run_ln = run_ln as f32;
+        let log2_run = run_ln * std::f64::consts::LOG2_E;
         let p_run = self.run.observe(
             log2_run,
             c.prior_weight,
@@ -293,16 +326,16 @@ pub struct Detector {
     n: u32,
     last_t: i64,
     /// Typical interval between points, in ms.
-    dt: f64,
+    dt: f32,
     /// Recent level: the level model's prediction.
     fast: RobustEw,
     /// Long-run location and spread of the values, for scale floors.
     slow: RobustEw,
     /// Mean absolute deviation of the values from `slow.loc`, outliers included.
-    spread: f64,
+    spread: f32,
     /// Mean absolute error of each model.
-    err_level: f64,
-    err_season: f64,
+    err_level: f32,
+    err_season: f32,
     profile: DailyProfile<DAY_BINS>,
     weekend: DailyProfile<WEEKEND_BINS>,
     /// Surprise histories of the recent-level and time-of-day models.
@@ -318,6 +351,14 @@ pub struct Detector {
     shift_delay: NibbleDelay,
     /// Points left in the damping period after an alert.
     suppress: u32,
+    /// The noise check: the previous value, the recent and long-run means
+    /// of the changes between points, the history of their ratio, and the
+    /// ratios waiting to be learnt.
+    prev_x: f64,
+    noise_fast: f32,
+    noise_slow: f32,
+    noise_hist: TailHistogram<NOISE_BINS>,
+    noise_delay: NibbleDelay,
 }
 
 impl Detector {
@@ -346,6 +387,11 @@ impl Detector {
             shift_hist: TailHistogram::new(),
             shift_delay: NibbleDelay::new(),
             suppress: 0,
+            prev_x: 0.0,
+            noise_fast: 0.0,
+            noise_slow: 0.0,
+            noise_hist: TailHistogram::new(),
+            noise_delay: NibbleDelay::new(),
         }
     }
 
@@ -370,11 +416,12 @@ impl Detector {
         if self.n > 1 {
             let dt = (t_ms - self.last_t) as f64;
             if dt > 0.0 {
-                self.dt = if self.dt == 0.0 {
+                let old = self.dt as f64;
+                self.dt = if old == 0.0 {
                     dt
                 } else {
-                    self.dt + 0.05 * (dt - self.dt)
-                };
+                    old + 0.05 * (dt - old)
+                } as f32;
             }
         }
         self.last_t = t_ms;
@@ -384,11 +431,12 @@ impl Detector {
         let floor = if self.n == 1 {
             1e-3 * x.abs() + 1e-12
         } else {
-            1e-3 * self.slow.loc.abs() + c.spread_floor * self.spread + 1e-12
+            1e-3 * self.slow.loc.abs() + c.spread_floor * self.spread as f64 + 1e-12
         };
         if self.n > 1 {
             let a = c.slow_alpha.max(1.0 / self.n as f64);
-            self.spread += a * ((x - self.slow.loc).abs() - self.spread);
+            let sp = self.spread as f64;
+            self.spread = (sp + a * ((x - self.slow.loc).abs() - sp)) as f32;
         }
 
         // What each model expected, before it learns this point.
@@ -404,9 +452,10 @@ impl Detector {
         } else {
             self.profile.expect(phase)
         };
-        let scale_level = self.err_level.max(floor);
+        let (err_level, err_season) = (self.err_level as f64, self.err_season as f64);
+        let scale_level = err_level.max(floor);
         let z_level = (x - pred_level).abs() / scale_level;
-        let scale_season = bin_mad.max(c.season_bin_share * self.err_season).max(floor);
+        let scale_season = bin_mad.max(c.season_bin_share * err_season).max(floor);
         let z_season = (x - pred_season).abs() / scale_season;
 
         // Learn.
@@ -414,17 +463,18 @@ impl Detector {
         let e_season = (x - pred_season).abs();
         if self.n > 1 {
             let a = c.slow_alpha.max(1.0 / self.n as f64);
-            let lim_l = c.err_clip * self.err_level.max(floor);
-            self.err_level += a * (e_level.min(lim_l) - self.err_level);
+            let lim_l = c.err_clip * err_level.max(floor);
+            self.err_level = (err_level + a * (e_level.min(lim_l) - err_level)) as f32;
             if season_ready {
-                let lim_s = c.err_clip * self.err_season.max(floor);
-                self.err_season += c.slow_alpha * (e_season.min(lim_s) - self.err_season);
+                let lim_s = c.err_clip * err_season.max(floor);
+                self.err_season =
+                    (err_season + c.slow_alpha * (e_season.min(lim_s) - err_season)) as f32;
             } else {
                 self.err_season = self.err_level;
             }
         }
         // The long-run level and robust spread, before this point.
-        let (base, base_mad) = (self.slow.loc, self.slow.mad.max(floor));
+        let (base, base_mad) = (self.slow.loc, (self.slow.mad as f64).max(floor));
         self.fast.update(x, c.fast_alpha, c.clip, floor);
         self.slow.update(x, c.slow_alpha, c.clip, floor);
         if self.n == 1 {
@@ -436,16 +486,17 @@ impl Detector {
         // Each profile's rate is per day, whatever the number of points
         // that fall in one of its bins.
         if is_we {
-            let per_bin = DailyProfile::<WEEKEND_BINS>::points_per_bin(self.dt);
+            let per_bin = DailyProfile::<WEEKEND_BINS>::points_per_bin(self.dt as f64);
             let a = (c.season_day_alpha / per_bin).min(1.0);
             self.weekend.learn(t_ms, we_phase, x, a, c.clip, floor);
         } else {
-            let per_bin = DailyProfile::<DAY_BINS>::points_per_bin(self.dt);
+            let per_bin = DailyProfile::<DAY_BINS>::points_per_bin(self.dt as f64);
             let a = (c.season_day_alpha / per_bin).min(1.0);
             self.profile.learn(t_ms, phase, x, a, c.clip, floor);
         }
 
         if self.n <= c.warmup_points {
+            self.prev_x = x;
             let half = c.range_width * scale_level;
             return self.assessment(
                 0.0,
@@ -486,6 +537,41 @@ impl Detector {
                 self.shift_hist.learn(old as usize, c.long_alpha);
             }
         }
+        // A series getting noisier: the recent mean of its changes between
+        // points (each clipped, so lone spikes barely move it) against the
+        // long-run mean, judged like the shifts, against a history learnt
+        // late, and only once it is clearly larger.
+        if c.noise_alpha > 0.0 {
+            let d = (x - self.prev_x).abs();
+            let fl = 0.1 * floor;
+            if self.noise_slow == 0.0 {
+                self.noise_slow = d.max(fl) as f32;
+                self.noise_fast = self.noise_slow;
+            }
+            let (fast, slow) = (self.noise_fast as f64, self.noise_slow as f64);
+            let r = fast / slow.max(fl);
+            let lim = slow.max(fl);
+            self.noise_fast = (fast + c.noise_alpha * (d.min(c.noise_clip * lim) - fast)) as f32;
+            let a = c.slow_alpha.max(1.0 / (self.n - c.warmup_points) as f64);
+            self.noise_slow = (slow + a * (d.min(c.err_clip * lim) - slow)) as f32;
+            let log2_r = if r > 0.0 { r.log2() } else { -64.0 };
+            let k = TailHistogram::<NOISE_BINS>::bin(log2_r);
+            if self.n > c.warmup_points + c.channel_warmup && r >= c.noise_min {
+                let p = self
+                    .noise_hist
+                    .tail(log2_r, c.prior_weight, c.prior_gamma, c.tail_gamma);
+                p_shift = p_shift.min(p);
+            }
+            let learn = if c.shift_delay == 0 {
+                Some(k as u8)
+            } else {
+                self.noise_delay.push(k as u8, c.shift_delay)
+            };
+            if let Some(old) = learn {
+                self.noise_hist.learn(old as usize, c.long_alpha);
+            }
+        }
+        self.prev_x = x;
         // Reported against the model that found the point rarer; on a tie,
         // the one that has predicted better.
         let season_first =
@@ -497,6 +583,12 @@ impl Detector {
         };
         // Two models looked: the rarest verdict (the shift check's too)
         // counts twice as likely.
+        // Both models surprised: the less surprised one strengthens the verdict.
+        let p = if c.agree_weight > 0.0 && season_ready {
+            p * p_season.max(p_level).min(1.0).powf(c.agree_weight)
+        } else {
+            p
+        };
         let p = p.min(p_shift);
         let p = if season_ready { 2.0 * p } else { p };
         let mut score = (-p.ln() / c.score_nats).clamp(0.0, 1.0);
@@ -506,7 +598,7 @@ impl Detector {
         } else if self.suppress > 0 {
             self.suppress -= 1;
             score *= c.suppress_factor;
-        } else if score >= c.alert_score {
+        } else if score >= c.suppress_from.min(c.alert_score) {
             self.suppress = c.suppress_points;
         }
         let half = c.range_width * scale;

@@ -10,8 +10,9 @@
 pub struct RobustEw {
     /// The location (a robust mean).
     pub loc: f64,
-    /// Mean absolute deviation around the location.
-    pub mad: f64,
+    /// Mean absolute deviation around the location (single precision:
+    /// a scale needs no more, and it keeps the detector's state small).
+    pub mad: f32,
     /// Points seen; the first few use plain averages so the start is unbiased.
     pub n: u32,
 }
@@ -39,7 +40,8 @@ impl RobustEw {
         }
         let a = alpha.max(1.0 / self.n as f64);
         let dev = x - self.loc;
-        let lim = clip * self.mad.max(floor);
+        let mad = self.mad as f64;
+        let lim = clip * mad.max(floor);
         let clipped = if self.n > 8 {
             dev.clamp(-lim, lim)
         } else {
@@ -50,7 +52,7 @@ impl RobustEw {
         // it can grow when the series becomes noisier.
         let d = dev.abs().min(2.0 * lim.max(floor));
         let d = if self.n > 8 { d } else { dev.abs() };
-        self.mad += a * (d - self.mad);
+        self.mad = (mad + a * (d - mad)) as f32;
     }
 }
 
@@ -76,8 +78,9 @@ mod tests {
     }
 }
 
-/// Bins of the surprise histogram: half-octaves of the deviation, from 0.5.
-pub const TAIL_BINS: usize = 24;
+/// Bins of the surprise histogram: half-octaves of the deviation, from 0.5
+/// (the last, open, bin starts at about 720 error units).
+pub const TAIL_BINS: usize = 22;
 
 /// The distribution of a series' deviations, learnt online: how often
 /// deviations at least this large have been seen, with old points

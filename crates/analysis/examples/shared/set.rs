@@ -32,6 +32,11 @@ pub fn set(c: &mut DetectorConfig, k: &str, v: &str) {
         "shift_clip" => c.shift_clip = f(),
         "shift_min" => c.shift_min = f(),
         "shift_delay" => c.shift_delay = u(),
+        "suppress_from" => c.suppress_from = f(),
+        "agree_weight" => c.agree_weight = f(),
+        "noise_alpha" => c.noise_alpha = f(),
+        "noise_clip" => c.noise_clip = f(),
+        "noise_min" => c.noise_min = f(),
         _ => panic!("unknown field {k}"),
     }
 }
