@@ -25,6 +25,10 @@ pub const SCORE_ABOVE: f64 = 0.25;
 /// And the observed value at least this far from the expected one,
 /// relative to it: what someone would call a change worth looking at.
 pub const MIN_CHANGE: f64 = 0.5;
+/// The same for the share of failed requests: a doubling. In a service
+/// with little traffic a few more failures in a minute move the share by
+/// half, which is chance, not an incident.
+pub const MIN_CHANGE_ERRORS: f64 = 1.0;
 
 /// The `anomaly_detection` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +58,8 @@ impl Mode {
 /// messages it consumes; its own outgoing calls would count twice.
 const ENTRY: &str = r#"span_kind=~"SPAN_KIND_SERVER|SPAN_KIND_CONSUMER""#;
 
-/// (alert name, expression, summary) of each rule.
-fn specs() -> Vec<(&'static str, String, &'static str)> {
+/// (alert name, expression, summary, min_change) of each rule.
+fn specs() -> Vec<(&'static str, String, &'static str, f64)> {
     let calls = |extra: &str| {
         format!(
             "sum by (service_name) (rate(traces_span_metrics_calls_total{{{ENTRY}{extra}}}[1m]))"
@@ -70,6 +74,7 @@ fn specs() -> Vec<(&'static str, String, &'static str)> {
             "ServiceRequestRate",
             calls(""),
             "{{ $labels.service_name }}: unusual request rate",
+            MIN_CHANGE,
         ),
         (
             "ServiceErrorRate",
@@ -81,6 +86,7 @@ fn specs() -> Vec<(&'static str, String, &'static str)> {
                 all = calls(""),
             ),
             "{{ $labels.service_name }}: unusual share of failed requests",
+            MIN_CHANGE_ERRORS,
         ),
         (
             "ServiceLatencyP95",
@@ -88,21 +94,25 @@ fn specs() -> Vec<(&'static str, String, &'static str)> {
                 "histogram_quantile(0.95, sum by (service_name, le) (rate(traces_span_metrics_duration_seconds_bucket{{{ENTRY}}}[1m])))"
             ),
             "{{ $labels.service_name }}: unusual p95 latency",
+            MIN_CHANGE,
         ),
         (
             "HostCpuUtilization",
             host(r#"1 - max by (job, instance) (system_cpu_utilization_ratio{state="idle"})"#.into()),
             "{{ $labels.instance }}: unusual CPU utilisation",
+            MIN_CHANGE,
         ),
         (
             "HostMemoryUtilization",
             host(r#"sum by (job, instance) (system_memory_usage_bytes{state="used"}) / sum by (job, instance) (system_memory_limit_bytes)"#.into()),
             "{{ $labels.instance }}: unusual memory utilisation",
+            MIN_CHANGE,
         ),
         (
             "HostNetworkBytes",
             host(r#"sum by (job, instance, direction) (rate(system_network_io_bytes_total{device!="lo"}[1m]))"#.into()),
             "{{ $labels.instance }}: unusual network {{ $labels.direction }} bytes/s",
+            MIN_CHANGE,
         ),
     ]
 }
@@ -110,9 +120,9 @@ fn specs() -> Vec<(&'static str, String, &'static str)> {
 /// The rule file text of the group, for reading and for the parser.
 pub fn text() -> String {
     let mut out = format!("groups:\n  - name: {GROUP}\n    rules:\n");
-    for (name, expr, summary) in specs() {
+    for (name, expr, summary, min_change) in specs() {
         out.push_str(&format!(
-            "      - alert: {name}\n        expr: '{}'\n        anomaly: {{score_above: {SCORE_ABOVE}, min_change: {MIN_CHANGE}}}\n        labels: {{severity: info}}\n        annotations:\n          summary: '{summary}'\n          description: '{{{{ $explanation }}}}'\n",
+            "      - alert: {name}\n        expr: '{}'\n        anomaly: {{score_above: {SCORE_ABOVE}, min_change: {min_change}}}\n        labels: {{severity: info}}\n        annotations:\n          summary: '{summary}'\n          description: '{{{{ $explanation }}}}'\n",
             expr.replace('\'', "''"),
         ));
     }

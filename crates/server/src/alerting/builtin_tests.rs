@@ -46,6 +46,12 @@ fn the_group_follows_the_setting() {
         };
         assert_eq!(spec.anomaly, Some(SCORE_ABOVE), "{}", r.name);
         assert_ne!(spec.anomaly, Some(DEFAULT_ANOMALY_SCORE));
+        let min_change = if r.name == "ServiceErrorRate" {
+            MIN_CHANGE_ERRORS
+        } else {
+            MIN_CHANGE
+        };
+        assert_eq!(spec.anomaly_min_change, min_change, "{}", r.name);
         assert!(spec.hold.is_zero());
         assert_eq!(r.labels, vec![("severity".into(), "info".into())]);
         let summary = &spec
