@@ -1,5 +1,6 @@
 // uPlot charts: a time-series chart that takes new data without being
-// rebuilt (setData), a points-only scatter, and SVG sparklines.
+// rebuilt (setData), a points-only scatter, and SVG sparklines; both can
+// mark moments (anomaly events) with vertical markers.
 import { useEffect, useLayoutEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
@@ -15,6 +16,14 @@ export const color = (i: number) => PALETTE[i % PALETTE.length];
 
 function css(name: string) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+}
+
+/** A vertical marker at a moment; `title` shows on hover. */
+export interface Marker {
+  /** Unix seconds */
+  t: number;
+  color: string;
+  title: string;
 }
 
 export interface ChartProps {
@@ -33,6 +42,7 @@ export interface ChartProps {
   onPointClick?: (idx: number, seriesIdx: number) => void;
   /** unit for the hover readout of the x axis */
   testId?: string;
+  markers?: Marker[];
 }
 
 // uPlot's time axis labels, but at ticks of seconds the first one (and each
@@ -50,7 +60,51 @@ const TIME_AXIS: uPlot.Axis.TimeValuesConfig = [
   [0.001, ':{ss}.{fff}', NL_HM, null, NL_HM, null, NL_HM, null, 1],
 ];
 
-function makeOpts(p: ChartProps, width: number, _t: Theme, readout: HTMLDivElement): uPlot.Options {
+/**
+ * Markers as elements over the plot, placed after every draw (new data,
+ * zoom, resize): a canvas line could not carry a hover title, and the
+ * elements let tests count what is drawn. Those outside the x range are
+ * left out.
+ */
+function markersPlugin(get: () => Marker[] | undefined): uPlot.Plugin {
+  let layer: HTMLDivElement;
+  return {
+    hooks: {
+      init: (u) => {
+        layer = document.createElement('div');
+        layer.className = 'chart-markers';
+        layer.setAttribute('data-testid', 'chart-markers');
+        u.over.appendChild(layer);
+      },
+      draw: (u) => {
+        const ms = get() ?? [];
+        const { min, max } = u.scales.x;
+        let n = 0;
+        if (min !== undefined && max !== undefined) {
+          for (const m of ms) {
+            if (!(m.t >= min && m.t <= max)) continue;
+            let el = layer.children[n] as HTMLElement | undefined;
+            if (!el) {
+              el = document.createElement('span');
+              el.className = 'chart-marker';
+              el.setAttribute('data-testid', 'chart-marker');
+              layer.appendChild(el);
+            }
+            el.style.left = u.valToPos(m.t, 'x').toFixed(1) + 'px';
+            el.style.color = m.color;
+            el.title = m.title;
+            el.dataset.t = String(m.t);
+            n++;
+          }
+        }
+        while (layer.children.length > n) layer.lastChild!.remove();
+        layer.dataset.count = String(n);
+      },
+    },
+  };
+}
+
+function makeOpts(p: ChartProps, width: number, _t: Theme, readout: HTMLDivElement, markers: () => Marker[] | undefined): uPlot.Options {
   const fg = css('--muted');
   const grid = css('--grid');
   const yFmt = p.yFmt ?? ((v: number) => fmtNum(v));
@@ -65,6 +119,7 @@ function makeOpts(p: ChartProps, width: number, _t: Theme, readout: HTMLDivEleme
       points: { size: 6 },
     },
     focus: { alpha: 0.35 },
+    plugins: [markersPlugin(markers)],
     scales: { x: { time: true }, y: p.yLog ? { distr: 3 } : { auto: true } },
     series: [
       {},
@@ -159,7 +214,7 @@ export function Chart(p: ChartProps) {
 
   useLayoutEffect(() => {
     const el = box.current!;
-    const u = new uPlot(makeOpts(p, Math.max(100, el.clientWidth), t, readout.current!), p.data as uPlot.AlignedData, el);
+    const u = new uPlot(makeOpts(p, Math.max(100, el.clientWidth), t, readout.current!, () => props.current.markers), p.data as uPlot.AlignedData, el);
     plot.current = u;
     if (p.onPointClick) {
       u.over.addEventListener('click', () => {
@@ -189,6 +244,12 @@ export function Chart(p: ChartProps) {
     u.setData(p.data as uPlot.AlignedData, true);
   }, [p.data]);
 
+  // By content: pages build their markers anew on every render.
+  const marks = (p.markers ?? []).map((m) => `${m.t} ${m.color} ${m.title}`).join('\n');
+  useEffect(() => {
+    plot.current?.redraw(false);
+  }, [marks]);
+
   useEffect(() => {
     const u = plot.current;
     if (!u) return;
@@ -206,8 +267,8 @@ export function Chart(p: ChartProps) {
   );
 }
 
-/** A tiny line without axes, as SVG: cheap enough for dozens per page. */
-export function Sparkline({ values, height = 28, stroke = PALETTE[0], fill = true, max }: { values: (number | null)[]; height?: number; stroke?: string; fill?: boolean; max?: number }) {
+/** A tiny line without axes, as SVG: cheap enough for dozens per page. `xs` (seconds) places `markers`. */
+export function Sparkline({ values, height = 28, stroke = PALETTE[0], fill = true, max, xs, markers }: { values: (number | null)[]; height?: number; stroke?: string; fill?: boolean; max?: number; xs?: (number | null)[]; markers?: Marker[] }) {
   const w = 120;
   const n = values.length;
   let lo = 0;
@@ -233,10 +294,24 @@ export function Sparkline({ values, height = 28, stroke = PALETTE[0], fill = tru
     pts.push(`${x.toFixed(1)},${y.toFixed(1)}`);
     started = true;
   }
+  const x0 = xs?.[0];
+  const x1 = xs?.[n - 1];
+  const marks = markers && x0 != null && x1 != null && x1 > x0 ? markers.filter((m) => m.t >= x0 && m.t <= x1) : [];
   return (
-    <svg class="spark" viewBox={`0 0 ${w} ${height}`} preserveAspectRatio="none" height={height} role="img">
+    <svg class="spark" viewBox={`0 0 ${w} ${height}`} preserveAspectRatio="none" height={height} role="img" data-markers={marks.length || undefined}>
       {fill && pts.length > 1 && <path d={`M${firstX},${height}L${pts.join('L')}L${lastX},${height}Z`} fill={stroke} opacity="0.15" />}
       {d && <path d={d} fill="none" stroke={stroke} stroke-width="1.5" vector-effect="non-scaling-stroke" />}
+      {marks.map((m, i) => {
+        const x = (((m.t - x0!) / (x1! - x0!)) * w).toFixed(1);
+        return (
+          <g key={i} class="spark-marker" data-testid="spark-marker" data-t={m.t}>
+            <title>{m.title}</title>
+            <line x1={x} x2={x} y1={0} y2={height} stroke={m.color} stroke-width="1.5" vector-effect="non-scaling-stroke" />
+            {/* a wider invisible line, so the title is reachable with a mouse */}
+            <line x1={x} x2={x} y1={0} y2={height} stroke="transparent" stroke-width="7" vector-effect="non-scaling-stroke" />
+          </g>
+        );
+      })}
     </svg>
   );
 }

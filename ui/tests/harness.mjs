@@ -262,30 +262,45 @@ export function graphTraceBody(startMs, { error = false } = {}) {
   return { resourceSpans: Object.entries(by).map(([svc, ss]) => ({ resource: { attributes: kv({ 'service.name': svc, 'host.name': 'web-1' }) }, scopeSpans: [{ scope: { name: 'ui-test' }, spans: ss }] })) };
 }
 
-/** An `anomaly.detected` event as the detector emits it. */
-export function anomalyBody(ms, { score = 5.2, rule = 'LatencyAnomaly', observed = 0.9, low = 0.05, high = 0.3 } = {}) {
-  return logsBody([
-    {
-      svc: 'checkout',
-      l: {
-        timeUnixNano: ns(ms),
-        severityNumber: 13,
-        severityText: 'WARN',
-        eventName: 'anomaly.detected',
-        body: { stringValue: `p95 latency of checkout is ${observed}s, above the expected ${low}s to ${high}s (score ${score})` },
-        attributes: kv({
-          'event.name': 'anomaly.detected',
-          'alert.rule': rule,
-          'anomaly.score': score,
-          'anomaly.observed': observed,
-          'anomaly.expected_low': low,
-          'anomaly.expected_high': high,
-          'anomaly.series': 'histogram_quantile(0.95, sum by (le) (rate(http_server_request_duration_seconds_bucket{job="checkout"}[1m])))',
-          'series.job': 'checkout',
-        }),
+/**
+ * An `anomaly.detected` event as the detector emits it: the anomalous
+ * series' labels (`labels`, by default its `job`) as `series.*`
+ * attributes, attributed to `service` and to the series' `host_name` (no
+ * host without one). Scores are in [0, 1].
+ */
+export function anomalyBody(ms, { score = 0.52, rule = 'LatencyAnomaly', observed = 0.9, low = 0.05, high = 0.3, service = 'checkout', labels = { job: service } } = {}) {
+  const series = '{' + Object.entries(labels).map(([k, v]) => `${k}="${v}"`).join(', ') + '}';
+  const resource = { 'service.name': service, ...(labels.host_name ? { 'host.name': labels.host_name } : {}) };
+  const record = {
+    timeUnixNano: ns(ms),
+    severityNumber: 13,
+    severityText: 'WARN',
+    eventName: 'anomaly.detected',
+    body: { stringValue: `p95 latency of ${service} is ${observed}s, above the expected ${low}s to ${high}s (score ${score})` },
+    attributes: kv({
+      'event.name': 'anomaly.detected',
+      'alert.rule': rule,
+      'anomaly.score': score,
+      'anomaly.observed': observed,
+      'anomaly.expected_low': low,
+      'anomaly.expected_high': high,
+      'anomaly.series': series,
+      ...Object.fromEntries(Object.entries(labels).map(([k, v]) => [`series.${k}`, v])),
+    }),
+  };
+  return { resourceLogs: [{ resource: { attributes: kv(resource) }, scopeLogs: [{ scope: { name: 'sonde.alerting' }, logRecords: [record] }] }] };
+}
+
+/** A gauge of one service: `points` as [ms, value]. */
+export function gaugeBody(service, name, points) {
+  return {
+    resourceMetrics: [
+      {
+        resource: { attributes: kv({ 'service.name': service, 'host.name': 'web-1' }) },
+        scopeMetrics: [{ scope: { name: 'ui-test' }, metrics: [{ name, gauge: { dataPoints: points.map(([ms, v]) => ({ timeUnixNano: ns(ms), asDouble: v, attributes: [] })) } }] }],
       },
-    },
-  ]);
+    ],
+  };
 }
 
 export function logsBody(items) {

@@ -1,6 +1,7 @@
 // Alerts, anomalies and the service map in a real browser against a
 // `sonde serve` started with a rule file and fed CLIENT/SERVER span pairs
-// across services and `anomaly.detected` events.
+// across services, `anomaly.detected` events (of checkout, and of orders,
+// which is on the service map) and a gauge of orders to chart.
 //
 // When the binary embeds an older bundle than crates/server/ui-dist (the
 // Rust side not rebuilt since `npm run build`), the browser is served the
@@ -11,13 +12,15 @@ import { join } from 'node:path';
 import { readFileSync, writeFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, Sonde, UI, ensureResults, graphTraceBody, anomalyBody } from './harness.mjs';
+import { CHROMIUM, Sonde, UI, ensureResults, graphTraceBody, anomalyBody, gaugeBody } from './harness.mjs';
 
 const RESULTS = ensureResults();
 const DIST = join(UI, '..', 'crates', 'server', 'ui-dist');
 let sonde, browser, context, feeding, loop;
 let problems = [];
 let stale = false;
+// the fed orders anomalies: times (ms) and scores
+const ORDERS = [];
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -47,9 +50,16 @@ before(async () => {
   // Built-in anomaly rules off: the page is checked against this file's rules and fed events.
   sonde = await new Sonde('serve', { args: ['--rule-files', rules, '--anomaly-detection', 'off'] }).start();
   sonde.rulesDir = dir;
-  // the service graph: traces every 500 ms; two anomaly events in the past
-  await sonde.post('/v1/logs', anomalyBody(Date.now() - 120_000, { score: 4.2, rule: 'CheckoutLatency' }));
-  await sonde.post('/v1/logs', anomalyBody(Date.now() - 60_000, { score: 7.5, rule: 'CheckoutLatency', observed: 1.4 }));
+  // the service graph: traces every 200 ms; anomaly events in the past
+  const now = Date.now();
+  await sonde.post('/v1/logs', anomalyBody(now - 120_000, { score: 0.42, rule: 'CheckoutLatency' }));
+  await sonde.post('/v1/logs', anomalyBody(now - 60_000, { score: 0.75, rule: 'CheckoutLatency', observed: 1.4 }));
+  ORDERS.push({ ms: now - 100_000, score: 0.31, rule: 'OrdersQueue', observed: 40 }, { ms: now - 80_000, score: 0.65, rule: 'OrdersQueue', observed: 75 });
+  for (const o of ORDERS) await sonde.post('/v1/logs', anomalyBody(o.ms, { ...o, service: 'orders', low: 5, high: 20 }));
+  // the series those orders events are about: {job="orders"}, one point every 5 s over 5 minutes
+  const pts = [];
+  for (let t = now - 300_000; t <= now; t += 5000) pts.push([t, 10 + (t / 5000) % 7]);
+  await sonde.post('/v1/metrics', gaugeBody('orders', 'orders.queue.depth', pts));
   feeding = true;
   let i = 0;
   loop = (async () => {
@@ -143,15 +153,21 @@ test('alerts: the firing alert with its summary first, rules with state and heal
 test('anomalies: the fed events in the scatter and the list, newest first; a live one arrives through the tail', async () => {
   const page = await open('/anomalies?range=15m');
   await page.waitForSelector('[data-testid=anomaly-chart] canvas');
-  await page.waitForFunction(() => document.querySelectorAll('[data-testid=anomaly-row]').length === 2);
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=anomaly-row]').length === 4);
+  assert.equal(await page.$$eval('[data-testid=anomaly-filter]', (f) => f.length), 0);
   const rows = await page.$$eval('[data-testid=anomaly-row]', (rs) => rs.map((r) => r.textContent));
-  assert.match(rows[0], /7\.5/);
+  assert.match(rows[0], /0\.750/);
   assert.match(rows[0], /CheckoutLatency/);
   assert.match(rows[0], /p95 latency of checkout is 1\.4s/);
-  assert.match(rows[1], /4\.2/);
+  assert.match(rows[1], /0\.650.*OrdersQueue.*orders/);
+  assert.match(rows[2], /0\.310.*OrdersQueue.*orders/);
+  assert.match(rows[3], /0\.420.*CheckoutLatency/);
+  // the score bars' colours: >= 0.6 bad, >= 0.4 warn, else accent
+  const bars = await page.$$eval('[data-testid=anomaly-row] .score-bar', (bs) => bs.map((b) => b.style.background));
+  assert.deepEqual(bars, ['var(--bad)', 'var(--bad)', 'var(--accent)', 'var(--warn)']);
   await page.waitForFunction(() => /streaming/.test(document.querySelector('[data-testid=anomaly-tail]')?.textContent));
-  await sonde.post('/v1/logs', anomalyBody(Date.now(), { score: 9.9, rule: 'LiveOne' }));
-  await page.waitForFunction(() => document.querySelectorAll('[data-testid=anomaly-row]').length === 3, null, { timeout: 10_000 });
+  await sonde.post('/v1/logs', anomalyBody(Date.now(), { score: 0.99, rule: 'LiveOne' }));
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=anomaly-row]').length === 5, null, { timeout: 10_000 });
   assert.match(await page.$eval('[data-testid=anomaly-row]', (e) => e.textContent), /LiveOne/);
   await page.locator('[data-testid=anomaly-row] button').first().click();
   await page.waitForSelector('.anomaly.open .kv');
@@ -186,6 +202,91 @@ test('service map: services in layers with edge rate, errors and p95; a click op
 test('service map: an empty range says so', async () => {
   const page = await open(`/service-map?range=${Math.floor(Date.now() / 1000) - 86400 * 3}-${Math.floor(Date.now() / 1000) - 86400 * 2}`);
   await page.waitForSelector('[data-testid=empty]');
+  noProblems();
+  await page.close();
+});
+
+test('service map: a service with anomaly events is marked with their count and highest score; the badge opens its anomalies', async () => {
+  const page = await open('/service-map?range=15m&refresh=1s');
+  await page.waitForSelector('[data-testid=map-node][data-id=orders][data-anomalies]', { timeout: 30_000 });
+  const node = await page.$eval('[data-testid=map-node][data-id=orders]', (n) => ({
+    count: n.dataset.anomalies,
+    max: n.dataset.maxScore,
+    ring: n.querySelector('.anomaly-ring')?.getAttribute('stroke'),
+    title: n.querySelector(':scope > title').textContent,
+  }));
+  assert.equal(node.count, '2');
+  assert.equal(node.max, '0.65');
+  assert.equal(node.ring, 'var(--bad)');
+  // the latest explanation on hover
+  assert.match(node.title, /2 anomalies, highest score 0\.650/);
+  assert.match(node.title, /latest, .*: p95 latency of orders is 75s, above the expected 5s to 20s \(score 0\.65\)/);
+  // services without anomaly events are not marked (checkout's are not on the map)
+  const marked = await page.$$eval('[data-testid=map-node][data-anomalies]', (ns) => ns.map((n) => n.dataset.id));
+  assert.deepEqual(marked, ['orders']);
+  const badge = page.locator('[data-testid=map-node][data-id=orders] [data-testid=map-anomaly-badge]');
+  assert.equal(await badge.getAttribute('data-count'), '2');
+  assert.match(await badge.textContent(), /2 · 0\.65/);
+  const link = new URL(await badge.getAttribute('href'), sonde.url);
+  assert.equal(link.pathname, '/anomalies');
+  assert.equal(link.searchParams.get('service'), 'orders');
+  assert.equal(link.searchParams.get('range'), '15m');
+  await shot(page, 'service-map-anomalies');
+  await badge.click();
+  await page.waitForURL((u) => u.pathname === '/anomalies' && u.searchParams.get('service') === 'orders');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=anomaly-row]').length === 2);
+  noProblems();
+  await page.close();
+});
+
+test('explore: the anomaly events of a plotted series are markers at their times, coloured by score, explained on hover', async () => {
+  const page = await open('/explore?range=15m&refresh=1s&q=' + encodeURIComponent('sum by (job) (orders_queue_depth)'));
+  await page.waitForSelector('[data-testid=explore-chart] canvas');
+  await page.waitForFunction(() => document.querySelector('[data-testid=explore-chart] [data-testid=chart-markers]')?.dataset.count === '2', null, { timeout: 15_000 });
+  const marks = await page.$$eval('[data-testid=explore-chart] [data-testid=chart-marker]', (ms) =>
+    ms.map((m) => ({ t: Number(m.dataset.t), color: m.style.color, title: m.title, left: parseFloat(m.style.left), width: m.parentElement.parentElement.clientWidth })),
+  );
+  marks.sort((a, b) => a.t - b.t);
+  assert.deepEqual(marks.map((m) => m.t), ORDERS.map((o) => o.ms / 1000));
+  assert.deepEqual(marks.map((m) => m.color), ['var(--accent)', 'var(--bad)']);
+  assert.match(marks[1].title, /OrdersQueue.*score 0\.650\np95 latency of orders is 75s/);
+  // in time order across the plot
+  assert.ok(0 < marks[0].left && marks[0].left < marks[1].left && marks[1].left < marks[1].width, JSON.stringify(marks));
+  await shot(page, 'explore-anomaly-markers');
+  // the events are about {job="orders"}, not the one series {} of a plain sum
+  await page.goto(sonde.url + '/explore?range=15m&refresh=1s&q=' + encodeURIComponent('sum(orders_queue_depth)'));
+  await page.waitForSelector('[data-testid=explore-chart] [data-testid=chart-markers]');
+  await sleep(1500);
+  assert.equal(await page.$eval('[data-testid=explore-chart] [data-testid=chart-markers]', (l) => l.dataset.count), '0');
+  noProblems();
+  await page.close();
+});
+
+test('anomalies: filtered by the service in the URL, live ones of other services left out; the filter clears', async () => {
+  const page = await open('/anomalies?range=15m&service=orders');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=anomaly-row]').length === 2);
+  assert.equal(await page.$eval('[data-testid=anomaly-filter]', (f) => f.dataset.service), 'orders');
+  assert.match(await page.$eval('[data-testid=anomaly-filter]', (f) => f.textContent), /service\s*orders/);
+  const rows = await page.$$eval('[data-testid=anomaly-row]', (rs) => rs.map((r) => r.textContent));
+  assert.ok(rows.every((r) => /orders/.test(r) && !/checkout/.test(r)), rows.join('\n'));
+  assert.match(rows[0], /0\.650/);
+  assert.match(rows[1], /0\.310/);
+  await page.waitForFunction(() => /streaming/.test(document.querySelector('[data-testid=anomaly-tail]')?.textContent));
+  // checkout's first: were it let through, it would show before orders'
+  await sonde.post('/v1/logs', anomalyBody(Date.now(), { score: 0.5, rule: 'NotThisService' }));
+  await sonde.post('/v1/logs', anomalyBody(Date.now(), { score: 0.45, rule: 'LiveOrders', service: 'orders' }));
+  await page.waitForFunction(() => /LiveOrders/.test(document.querySelector('[data-testid=anomalies]')?.textContent), null, { timeout: 10_000 });
+  await sleep(500);
+  const live = await page.$$eval('[data-testid=anomaly-row]', (rs) => rs.map((r) => r.textContent));
+  assert.equal(live.length, 3, live.join('\n'));
+  assert.ok(!live.some((r) => /NotThisService/.test(r)), live.join('\n'));
+  assert.match(await page.$eval('[data-testid=anomaly-tail]', (e) => e.textContent), /^3 anomalies/);
+  await shot(page, 'anomalies-filtered');
+  await page.click('[data-testid=anomaly-filter-clear]');
+  await page.waitForURL((u) => u.pathname === '/anomalies' && !u.searchParams.has('service'));
+  // every service's: the 4 fed, the earlier test's live one and the 2 just sent
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=anomaly-row]').length === 7, null, { timeout: 10_000 });
+  assert.equal(await page.$$eval('[data-testid=anomaly-filter]', (f) => f.length), 0);
   noProblems();
   await page.close();
 });

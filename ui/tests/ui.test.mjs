@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, Sonde, feed, ensureResults } from './harness.mjs';
+import { CHROMIUM, Sonde, feed, ensureResults, anomalyBody } from './harness.mjs';
 
 const RESULTS = ensureResults();
 let sonde, feeder, browser, context;
@@ -251,6 +251,49 @@ test('hosts show per-second CPU, memory, network and disk', async () => {
   await page.waitForFunction(() => document.querySelectorAll('[data-testid=host-chart] canvas').length === 4);
   await page.waitForTimeout(300);
   await shot(page, 'hosts');
+  noProblems();
+  await page.close();
+});
+
+test('anomaly events mark the sparklines of their service and host, and the host\'s charts, at their times', async () => {
+  // The server's own detectors may add events of their own as the feed goes on: the
+  // markers of these two are told apart by their times.
+  const now = Date.now();
+  const svcAt = now - 90_000;
+  const hostAt = now - 150_000;
+  await sonde.post('/v1/logs', anomalyBody(svcAt, { score: 0.7, rule: 'CheckoutLatency' }));
+  // as the detector attributes a host series without a service label
+  await sonde.post('/v1/logs', anomalyBody(hostAt, { score: 0.45, rule: 'HostCpu', service: 'sonde', labels: { instance: 'db-1' } }));
+  const page = await open('/overview?range=15m&refresh=1s');
+  const at = (sel, t) => page.$$eval(sel, (ms, t) => ms.filter((m) => Number(m.dataset.t) === t).map((m) => ({ color: m.querySelector('line')?.getAttribute('stroke') ?? m.style.color, title: m.querySelector('title')?.textContent ?? m.title })), t);
+  const checkout = '[data-testid=service-row][data-service=checkout] [data-testid=spark-marker]';
+  await page.waitForFunction(([sel, t]) => [...document.querySelectorAll(sel)].filter((m) => Number(m.dataset.t) === t).length === 3, [checkout, svcAt / 1000]);
+  // one on each of the row's three sparklines (rate, errors, p95)
+  assert.equal(await page.$$eval('[data-testid=service-row][data-service=checkout] svg.spark', (ss) => ss.filter((s) => s.querySelector('[data-testid=spark-marker]')).length), 3);
+  for (const m of await at(checkout, svcAt / 1000)) {
+    assert.equal(m.color, 'var(--bad)');
+    assert.match(m.title, /CheckoutLatency.*score 0\.700\np95 latency of checkout/);
+  }
+  assert.ok(Number(await page.$eval('[data-testid=service-row][data-service=checkout]', (r) => r.dataset.anomalies)) >= 1);
+  for (const s of ['frontend', 'payments']) assert.deepEqual(await at(`[data-testid=service-row][data-service=${s}] [data-testid=spark-marker]`, svcAt / 1000), [], s);
+  const db1 = '[data-testid=host-row][data-host="db-1"] [data-testid=spark-marker]';
+  await page.waitForFunction(([sel, t]) => [...document.querySelectorAll(sel)].filter((m) => Number(m.dataset.t) === t).length === 3, [db1, hostAt / 1000]);
+  assert.deepEqual(await at('[data-testid=host-row][data-host="web-1"] [data-testid=spark-marker]', hostAt / 1000), []);
+  await shot(page, 'overview-anomalies');
+  // the host's four charts, each with the marker
+  await page.goto(sonde.url + '/hosts?range=15m&refresh=1s&host=db-1');
+  const charts = '[data-testid=host-chart] [data-testid=chart-marker]';
+  await page.waitForFunction(([sel, t]) => [...document.querySelectorAll(sel)].filter((m) => Number(m.dataset.t) === t).length === 4, [charts, hostAt / 1000], { timeout: 15_000 });
+  const hostMarks = await at(charts, hostAt / 1000);
+  assert.deepEqual(hostMarks.map((m) => m.color), Array(4).fill('var(--warn)'));
+  for (const m of hostMarks) assert.match(m.title, /HostCpu.*score 0\.450\np95 latency of sonde/);
+  await shot(page, 'hosts-anomalies');
+  // web-1's have neither
+  await page.goto(sonde.url + '/hosts?range=15m&refresh=1s&host=web-1');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=host-chart] [data-testid=chart-markers]').length === 4);
+  await page.waitForTimeout(1500);
+  assert.deepEqual(await at(charts, hostAt / 1000), []);
+  assert.deepEqual(await at(charts, svcAt / 1000), []);
   noProblems();
   await page.close();
 });

@@ -2,25 +2,25 @@
 // Included by crates/server/src/ui.rs.
 
 /// FNV-1a 64 of the UI sources this bundle was built from.
-pub const SOURCE_HASH: &str = "4b30b36a309c857d";
+pub const SOURCE_HASH: &str = "e36726dde8e9b1f9";
 
 #[rustfmt::skip]
 pub static ASSETS: &[Asset] = &[
     Asset {
-        path: "/assets/index-C0isxS2b.js",
-        mime: "text/javascript; charset=utf-8",
-        etag: "\"e93de6e8244c8f73\"",
+        path: "/assets/index-DMs7M-O1.css",
+        mime: "text/css; charset=utf-8",
+        etag: "\"77db72a68a7080f6\"",
         immutable: true,
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-C0isxS2b.js")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-C0isxS2b.js.gz"))),
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DMs7M-O1.css")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DMs7M-O1.css.gz"))),
     },
     Asset {
-        path: "/assets/index-DPnv04ya.css",
-        mime: "text/css; charset=utf-8",
-        etag: "\"8a69df8cd7ddfce8\"",
+        path: "/assets/index-DsFnRi3h.js",
+        mime: "text/javascript; charset=utf-8",
+        etag: "\"bd376aebb5c2b335\"",
         immutable: true,
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DPnv04ya.css")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DPnv04ya.css.gz"))),
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DsFnRi3h.js")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DsFnRi3h.js.gz"))),
     },
     Asset {
         path: "/favicon.svg",
@@ -33,7 +33,7 @@ pub static ASSETS: &[Asset] = &[
     Asset {
         path: "/index.html",
         mime: "text/html; charset=utf-8",
-        etag: "\"11dd4cb8d6bf6d6a\"",
+        etag: "\"b1542537dac95598\"",
         immutable: false,
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/index.html")),
         gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/index.html.gz"))),

@@ -1,39 +1,19 @@
 // Anomalies: the `anomaly.detected` events of the time range (newest first)
-// plus live ones from the events tail; a scatter of their scores over time
-// and the list with each explanation.
+// plus live ones from the events tail, of one service when the URL names
+// one (`service=`, the service map links here so); a scatter of their
+// scores over time and the list with each explanation.
 import { useEffect, useMemo, useState } from 'preact/hooks';
-import { api, LogRecord, subscribe } from '../api';
+import { LogRecord, api, subscribe } from '../api';
+import { ANOMALY_EVENT as NAME, MAX_ANOMALIES as MAX, anomalyKey as key, explanation, num, scoreColor, seriesLabels, str } from '../anomaly';
 import { Chart } from '../chart';
 import { Empty, ErrorBox, Panel, Skeleton } from '../components';
-import { href, navigate } from '../router';
+import { href, navigate, setQuery, useRoute } from '../router';
 import { useRange } from '../state';
 import { bounds, fmtDateTime, fmtNum, nsToMs } from '../time';
 
-const NAME = 'anomaly.detected';
-const MAX = 500;
-
-const num = (v: unknown): number | null => {
-  const n = typeof v === 'number' ? v : typeof v === 'string' && v !== '' ? Number(v) : NaN;
-  return Number.isFinite(n) ? n : null;
-};
-const str = (v: unknown) => (v === null || v === undefined ? '' : typeof v === 'string' ? v : JSON.stringify(v));
-const key = (r: LogRecord) => r.timeUnixNano + '|' + str(r.attributes?.['anomaly.series']) + '|' + str(r.attributes?.['alert.rule']);
-
-/** series.* attributes as `k="v"`. */
-function seriesLabels(a: Record<string, unknown>) {
-  return Object.keys(a)
-    .filter((k) => k.startsWith('series.'))
-    .sort()
-    .map((k) => `${k.slice(7)}="${str(a[k])}"`);
-}
-
-function scoreColor(s: number | null) {
-  if (s === null) return 'var(--muted)';
-  return s >= 6 ? 'var(--bad)' : s >= 4 ? 'var(--warn)' : 'var(--accent)';
-}
-
 export function Anomalies() {
   const { range } = useRange();
+  const service = useRoute().query.get('service') ?? '';
   const [rows, setRows] = useState<LogRecord[] | null>(null);
   const [err, setErr] = useState<unknown>(null);
   const [tail, setTail] = useState<'connecting' | 'open' | 'error' | 'dropped'>('connecting');
@@ -43,7 +23,7 @@ export function Anomalies() {
     let alive = true;
     const b = bounds(range);
     setRows(null);
-    api<{ logs: LogRecord[] }>('/api/v1/events', { name: NAME, start: b.start.toFixed(3), end: b.live ? undefined : b.end.toFixed(3), limit: MAX }).then(
+    api<{ logs: LogRecord[] }>('/api/v1/events', { name: NAME, service, start: b.start.toFixed(3), end: b.live ? undefined : b.end.toFixed(3), limit: MAX }).then(
       (r) =>
         alive &&
         setRows((cur) => {
@@ -55,16 +35,17 @@ export function Anomalies() {
     if (!b.live) return () => void (alive = false);
     const stop = subscribe(
       '/api/v1/tail',
-      { signal: 'events', name: NAME },
+      { signal: 'events', name: NAME, service },
       ['event', 'log'],
-      (_t, rec: LogRecord) => alive && setRows((cur) => [rec, ...(cur ?? [])].slice(0, MAX)),
+      // the tail filters by service too; this guards against one that did not
+      (_t, rec: LogRecord) => alive && (!service || rec.service === service) && setRows((cur) => [rec, ...(cur ?? [])].slice(0, MAX)),
       setTail,
     );
     return () => {
       alive = false;
       stop();
     };
-  }, [range]);
+  }, [range, service]);
 
   const sorted = useMemo(() => [...(rows ?? [])].sort((a, b) => (BigInt(a.timeUnixNano) < BigInt(b.timeUnixNano) ? 1 : -1)), [rows]);
   const chartData = useMemo(() => {
@@ -80,17 +61,29 @@ export function Anomalies() {
       <Panel
         title="Anomaly scores"
         actions={
-          <span class="muted small" data-testid="anomaly-tail">
-            {rows ? `${sorted.length} anomalies` : ''}
-            {live ? ` · live tail ${tail === 'open' ? 'streaming' : tail}` : ' · fixed range'}
-          </span>
+          <>
+            {service && (
+              <span class="filter-chip" data-testid="anomaly-filter" data-service={service}>
+                service <b>{service}</b>
+                <button onClick={() => setQuery({ service: null }, true)} title="show every service" aria-label="clear the service filter" data-testid="anomaly-filter-clear">
+                  ×
+                </button>
+              </span>
+            )}
+            <span class="muted small" data-testid="anomaly-tail">
+              {rows ? `${sorted.length} anomalies` : ''}
+              {live ? ` · live tail ${tail === 'open' ? 'streaming' : tail}` : ' · fixed range'}
+            </span>
+          </>
         }
       >
         {rows === null ? (
           <Skeleton height={180} />
         ) : sorted.length === 0 ? (
           <div style={{ height: '180px' }}>
-            <Empty hint={<>Anomaly detection emits <code>{NAME}</code> events when a watched series leaves its expected band.</>}>No anomalies in this time range.</Empty>
+            <Empty hint={<>Anomaly detection emits <code>{NAME}</code> events when a watched series leaves its expected band.</>}>
+              No anomalies{service ? ` of ${service}` : ''} in this time range.
+            </Empty>
           </div>
         ) : (
           <Chart labels={['score']} colors={['#fb7185']} data={chartData} height={180} scatter yFmt={(v) => fmtNum(v, 3)} testId="anomaly-chart" onPointClick={(i) => {
@@ -110,7 +103,9 @@ export function Anomalies() {
               const a = r.attributes ?? {};
               const score = num(a['anomaly.score']);
               const k = key(r);
-              const labels = seriesLabels(a);
+              const labels = Object.entries(seriesLabels(r))
+                .sort(([x], [y]) => x.localeCompare(y))
+                .map(([k, v]) => `${k}="${v}"`);
               const rule = str(a['alert.rule']);
               const series = str(a['anomaly.series']);
               const low = num(a['anomaly.expected_low']);
@@ -129,7 +124,7 @@ export function Anomalies() {
                     <span class="small muted ellipsis">{labels.join(', ')}</span>
                   </button>
                   <div class="anomaly-body" data-testid="anomaly-explanation">
-                    {str(r.body) || `observed ${obs ?? '?'} outside ${low ?? '?'} – ${high ?? '?'}`}
+                    {explanation(r)}
                   </div>
                   {open === k && (
                     <table class="kv small">

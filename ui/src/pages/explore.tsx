@@ -1,8 +1,10 @@
 // Metrics explorer: PromQL with completion, a range chart that keeps
 // streaming, a legend with the latest values; the URL holds the query and
-// the range, so it can be shared.
+// the range, so it can be shared. An anomaly event whose series labels are
+// those of a plotted series (`__name__` aside) marks the chart.
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { metricNames, seriesName } from '../api';
+import { anomalyMarkers, labelsKey, seriesLabels, useAnomalyEvents } from '../anomaly';
 import { Chart, color } from '../chart';
 import { Empty, ErrorBox, Panel, Skeleton } from '../components';
 import { PromQLEditor } from '../promql';
@@ -22,6 +24,11 @@ export function Explore() {
   const [hidden, setHidden] = useState<Set<number>>(new Set());
   useEffect(() => setHidden(new Set()), [q]);
   const labels = useMemo(() => r.series.map((s) => seriesName(s.metric)), [r.series]);
+  const { events: anomalies } = useAnomalyEvents(tick);
+  const markers = useMemo(() => {
+    const plotted = new Set(r.series.map((s) => labelsKey(s.metric)));
+    return anomalyMarkers(anomalies.filter((e) => plotted.has(labelsKey(seriesLabels(e)))));
+  }, [r.series, anomalies]);
   const run = (v: string) => {
     setQuery({ q: v.trim() }, true);
   };
@@ -62,6 +69,7 @@ export function Explore() {
                 height={340}
                 hidden={hidden}
                 testId="explore-chart"
+                markers={markers}
                 onSelectRange={(from, to) => setQuery({ range: `${Math.floor(from)}-${Math.ceil(to)}` }, true)}
               />
               <ul class="legend" data-testid="legend">

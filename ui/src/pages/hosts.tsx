@@ -1,8 +1,10 @@
 // Hosts: each host's CPU, memory, network and disk, per second, from the
-// agent's system metrics; the services seen on it.
+// agent's system metrics; the services seen on it; the host's anomaly
+// events as markers on its charts.
 import { useEffect, useMemo, useState } from 'preact/hooks';
-import { api, cached, Entity, metricNames } from '../api';
-import { Chart, color } from '../chart';
+import { api, cached, Entity, LogRecord, metricNames } from '../api';
+import { anomalyMarkers, onHost, useAnomalyEvents } from '../anomaly';
+import { Chart, color, Marker } from '../chart';
 import { Empty, ErrorBox, Panel, Skeleton } from '../components';
 import { href, useRoute } from '../router';
 import { useRangeQuery, RangeData } from '../rangequery';
@@ -23,10 +25,11 @@ export function Hosts() {
     api<Entity[]>('/api/v1/hosts').then(setEntities, () => {});
   }, [Math.floor(tick / 10)]);
   const host = query.get('host') || instances?.[0] || '';
+  const { events: anomalies } = useAnomalyEvents(tick);
   return (
     <div class="page hosts-page">
       <ErrorBox error={err} what="Loading hosts" />
-      <HostsPanel tick={tick} names={names} title="All hosts" />
+      <HostsPanel tick={tick} names={names} title="All hosts" anomalies={anomalies} />
       {instances === null ? (
         <Panel>
           <Skeleton height={240} />
@@ -40,7 +43,7 @@ export function Hosts() {
               </a>
             ))}
           </nav>
-          <HostDetail host={host} tick={tick} entity={entities.find((e) => e.name === host)} />
+          <HostDetail host={host} tick={tick} entity={entities.find((e) => e.name === host)} anomalies={anomalies} />
         </>
       )}
     </div>
@@ -51,7 +54,7 @@ function esc(s: string) {
   return s.replace(/\\/g, '\\\\').replace(/"/g, '\\"');
 }
 
-function HostChart({ title, r, label, fmt }: { title: string; r: RangeData; label: (m: Record<string, string>) => string; fmt: (v: number) => string }) {
+function HostChart({ title, r, label, fmt, markers }: { title: string; r: RangeData; label: (m: Record<string, string>) => string; fmt: (v: number) => string; markers: Marker[] }) {
   const labels = useMemo(() => r.series.map((s) => label(s.metric)), [r.series]);
   return (
     <Panel title={title} class="host-chart">
@@ -64,7 +67,7 @@ function HostChart({ title, r, label, fmt }: { title: string; r: RangeData; labe
         </div>
       ) : (
         <>
-          <Chart labels={labels} data={r.data} height={180} yFmt={fmt} testId="host-chart" />
+          <Chart labels={labels} data={r.data} height={180} yFmt={fmt} testId="host-chart" markers={markers} />
           <div class="mini-legend small">
             {labels.map((l, i) => (
               <span key={l}>
@@ -79,8 +82,9 @@ function HostChart({ title, r, label, fmt }: { title: string; r: RangeData; labe
   );
 }
 
-function HostDetail({ host, tick, entity }: { host: string; tick: number; entity?: Entity }) {
+function HostDetail({ host, tick, entity, anomalies }: { host: string; tick: number; entity?: Entity; anomalies: LogRecord[] }) {
   const { range } = useRange();
+  const markers = useMemo(() => anomalyMarkers(anomalies.filter((r) => onHost(r, host))), [anomalies, host]);
   const h = `instance="${esc(host)}"`;
   const points = 900; // one point a second over 15 minutes
   const cpu = useRangeQuery(host ? `avg by (state) (irate(system_cpu_time_seconds_total{${h},state!="idle"}[30s]))` : '', range, tick, { points });
@@ -123,10 +127,10 @@ function HostDetail({ host, tick, entity }: { host: string; tick: number; entity
         </Panel>
       )}
       <div class="chart-grid">
-        <HostChart title="CPU by state" r={cpu} label={(m) => m.state ?? ''} fmt={(v) => fmtPct(v)} />
-        <HostChart title="Memory by state" r={mem} label={(m) => m.state ?? ''} fmt={(v) => fmtBytes(v)} />
-        <HostChart title="Network" r={net} label={(m) => m.direction ?? 'total'} fmt={(v) => fmtBytes(v) + '/s'} />
-        <HostChart title="Disk I/O" r={disk} label={(m) => m.direction ?? 'total'} fmt={(v) => fmtBytes(v) + '/s'} />
+        <HostChart title="CPU by state" r={cpu} label={(m) => m.state ?? ''} fmt={(v) => fmtPct(v)} markers={markers} />
+        <HostChart title="Memory by state" r={mem} label={(m) => m.state ?? ''} fmt={(v) => fmtBytes(v)} markers={markers} />
+        <HostChart title="Network" r={net} label={(m) => m.direction ?? 'total'} fmt={(v) => fmtBytes(v) + '/s'} markers={markers} />
+        <HostChart title="Disk I/O" r={disk} label={(m) => m.direction ?? 'total'} fmt={(v) => fmtBytes(v) + '/s'} markers={markers} />
       </div>
     </div>
   );

@@ -1,8 +1,10 @@
 // Overview: every service's request rate, error rate and p95 latency, every
-// host's CPU, memory and network, and the latest events, all moving live.
+// host's CPU, memory and network, and the latest events, all moving live;
+// a service's or host's anomaly events mark its sparklines.
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { api, Entity, LogRecord, metricNames, subscribe, TraceSummary } from '../api';
-import { Sparkline, PALETTE } from '../chart';
+import { anomalyMarkers, ofService, onHost, useAnomalyEvents } from '../anomaly';
+import { Marker, Sparkline, PALETTE } from '../chart';
 import { Badge, bodyText, Empty, ErrorBox, Panel, Skeleton, serviceColor } from '../components';
 import { href } from '../router';
 import { lastValue, useRangeQuery, RangeData } from '../rangequery';
@@ -41,16 +43,22 @@ function useMetricNames(tick: number): string[] | null {
 export function Overview() {
   const tick = useTick();
   const names = useMetricNames(tick);
+  const { events: anomalies } = useAnomalyEvents(tick);
   return (
     <div class="page overview">
-      <Services tick={tick} names={names} />
-      <HostsPanel tick={tick} names={names} />
+      <Services tick={tick} names={names} anomalies={anomalies} />
+      <HostsPanel tick={tick} names={names} anomalies={anomalies} />
       <RecentEvents />
     </div>
   );
 }
 
-function Services({ tick, names }: { tick: number; names: string[] | null }) {
+/** Markers per key: the events `of` each one. */
+export function useMarkersBy(keys: string[], events: LogRecord[], of: (r: LogRecord, key: string) => boolean): Map<string, Marker[]> {
+  return useMemo(() => new Map(keys.map((k) => [k, anomalyMarkers(events.filter((r) => of(r, k)))])), [keys.join('\n'), events]);
+}
+
+function Services({ tick, names, anomalies }: { tick: number; names: string[] | null; anomalies: LogRecord[] }) {
   const { range } = useRange();
   const [services, setServices] = useState<Entity[] | null>(null);
   const [err, setErr] = useState<unknown>(null);
@@ -99,6 +107,7 @@ function Services({ tick, names }: { tick: number; names: string[] | null }) {
     return [...all].sort();
   }, [services, rate.series]);
   const ent = new Map(services?.map((s) => [s.name, s]) ?? []);
+  const marks = useMarkersBy(rows, anomalies, ofService);
   const loading = services === null || names === null || (hist && rate.loading);
 
   return (
@@ -146,8 +155,9 @@ function Services({ tick, names }: { tick: number; names: string[] | null }) {
               const r = rateBy.get(name);
               const er = errBy.get(name);
               const p = p95By.get(name);
+              const m = marks.get(name);
               return (
-                <tr key={name} data-testid="service-row">
+                <tr key={name} data-testid="service-row" data-service={name} data-anomalies={m?.length || undefined}>
                   <td>
                     <a href={href('/traces', { service: name })} class="svc">
                       <i style={{ background: serviceColor(name) }} />
@@ -157,19 +167,19 @@ function Services({ tick, names }: { tick: number; names: string[] | null }) {
                   <td class="num">
                     <div class="cell-spark">
                       <span>{hist ? fmtNum(lastValue(r)) : sp ? fmtNum(sp.rate) : '–'}</span>
-                      {hist && <Sparkline values={r ?? []} stroke={PALETTE[0]} />}
+                      {hist && <Sparkline values={r ?? []} stroke={PALETTE[0]} xs={rate.data[0]} markers={m} />}
                     </div>
                   </td>
                   <td class="num">
                     <div class="cell-spark">
                       <span class={(hist ? lastValue(er) ?? 0 : sp?.errRatio ?? 0) > 0.01 ? 'bad' : ''}>{hist ? (r ? fmtPct(lastValue(er) ?? 0) : '–') : sp ? fmtPct(sp.errRatio) : '–'}</span>
-                      {hist && <Sparkline values={er ?? []} stroke={PALETTE[7]} max={0.05} />}
+                      {hist && <Sparkline values={er ?? []} stroke={PALETTE[7]} max={0.05} xs={errors.data[0]} markers={m} />}
                     </div>
                   </td>
                   <td class="num">
                     <div class="cell-spark">
                       <span>{hist ? fmtSeconds(lastValue(p) ?? NaN) : sp ? fmtDurationNs(sp.p95) : '–'}</span>
-                      {hist && <Sparkline values={p ?? []} stroke={PALETTE[4]} />}
+                      {hist && <Sparkline values={p ?? []} stroke={PALETTE[4]} xs={p95.data[0]} markers={m} />}
                     </div>
                   </td>
                   <td class="small">
@@ -226,7 +236,7 @@ function useSpanRed(enabled: boolean, tick: number) {
   return st;
 }
 
-export function HostsPanel({ tick, names, title = 'Hosts' }: { tick: number; names: string[] | null; title?: string }) {
+export function HostsPanel({ tick, names, title = 'Hosts', anomalies }: { tick: number; names: string[] | null; title?: string; anomalies: LogRecord[] }) {
   const { range } = useRange();
   const points = 90;
   const w = rateWindow(range, points);
@@ -241,6 +251,7 @@ export function HostsPanel({ tick, names, title = 'Hosts' }: { tick: number; nam
   const memUsedBy = byLabel(memUsed, 'instance');
   const netBy = byLabel(net, 'instance');
   const hosts = [...new Set([...cpuBy.keys(), ...memBy.keys(), ...netBy.keys()])].filter(Boolean).sort();
+  const marks = useMarkersBy(hosts, anomalies, onHost);
   return (
     <Panel title={title} actions={<span class="muted small">from the agent's system metrics</span>}>
       <ErrorBox error={cpu.error || mem.error || net.error} what="Host metrics" />
@@ -266,26 +277,26 @@ export function HostsPanel({ tick, names, title = 'Hosts' }: { tick: number; nam
           </thead>
           <tbody>
             {hosts.map((h) => (
-              <tr key={h} data-testid="host-row">
+              <tr key={h} data-testid="host-row" data-host={h} data-anomalies={marks.get(h)?.length || undefined}>
                 <td>
                   <a href={href('/hosts', { host: h })}>{h}</a>
                 </td>
                 <td class="num">
                   <div class="cell-spark">
                     <span>{fmtPct(lastValue(cpuBy.get(h)))}</span>
-                    <Sparkline values={cpuBy.get(h) ?? []} stroke={PALETTE[0]} max={1} />
+                    <Sparkline values={cpuBy.get(h) ?? []} stroke={PALETTE[0]} max={1} xs={cpu.data[0]} markers={marks.get(h)} />
                   </div>
                 </td>
                 <td class="num">
                   <div class="cell-spark">
                     <span title={fmtBytes(lastValue(memUsedBy.get(h)))}>{fmtPct(lastValue(memBy.get(h)))}</span>
-                    <Sparkline values={memBy.get(h) ?? []} stroke={PALETTE[8]} max={1} />
+                    <Sparkline values={memBy.get(h) ?? []} stroke={PALETTE[8]} max={1} xs={mem.data[0]} markers={marks.get(h)} />
                   </div>
                 </td>
                 <td class="num">
                   <div class="cell-spark">
                     <span>{fmtBytes(lastValue(netBy.get(h)))}/s</span>
-                    <Sparkline values={netBy.get(h) ?? []} stroke={PALETTE[2]} />
+                    <Sparkline values={netBy.get(h) ?? []} stroke={PALETTE[2]} xs={net.data[0]} markers={marks.get(h)} />
                   </div>
                 </td>
               </tr>

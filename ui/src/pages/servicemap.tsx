@@ -2,13 +2,16 @@
 // service graph. A layered SVG: services in columns by their depth from
 // the entry points (no incoming edge), databases and external systems in
 // the last column; edges labelled with rate, errors and p95 and coloured
-// by error rate. Refreshed every 10 s.
+// by error rate. A service with anomaly events in the range gets a ring
+// and a badge (count, highest score) that opens its anomalies. Refreshed
+// every 10 s.
 import { useEffect, useMemo, useState } from 'preact/hooks';
-import { api } from '../api';
+import { api, LogRecord } from '../api';
+import { explanation, ofService, scoreColor, scoreOf, ticksPer, useAnomalyEvents } from '../anomaly';
 import { Empty, ErrorBox, Panel, Skeleton } from '../components';
 import { href, navigate } from '../router';
 import { useRange, useTick } from '../state';
-import { bounds, fmtCount, fmtNum, fmtPct, fmtTime, parseDur } from '../time';
+import { bounds, fmtCount, fmtDateTime, fmtNum, fmtPct, fmtTime, nsToMs } from '../time';
 
 interface GNode {
   id: string;
@@ -94,13 +97,38 @@ export function layout(g: Graph) {
   return { pos, width, height };
 }
 
+interface NodeAnomalies {
+  count: number;
+  max: number | null;
+  latest: LogRecord;
+}
+
+/** Per service node: its anomaly events' count, highest score and the newest one. */
+export function anomaliesByNode(nodes: GNode[], events: LogRecord[]): Map<string, NodeAnomalies> {
+  const by = new Map<string, NodeAnomalies>();
+  for (const n of nodes) {
+    if (n.type !== 'service') continue;
+    for (const r of events) {
+      if (!ofService(r, n.id)) continue;
+      const s = scoreOf(r);
+      const cur = by.get(n.id);
+      if (!cur) by.set(n.id, { count: 1, max: s, latest: r });
+      else {
+        cur.count++;
+        if (s !== null && (cur.max === null || s > cur.max)) cur.max = s;
+        if (BigInt(r.timeUnixNano) > BigInt(cur.latest.timeUnixNano)) cur.latest = r;
+      }
+    }
+  }
+  return by;
+}
+
 const fmtMs = (v: number | null) => (v === null || v === undefined || !Number.isFinite(v) ? '–' : v >= 1000 ? `${fmtNum(v / 1000, 3)}s` : `${fmtNum(v, 3)}ms`);
 
 export function ServiceMap() {
   const { range, refresh } = useRange();
   const tick = useTick();
-  const every = refresh === 'off' ? 1 : Math.max(1, Math.round(10 / (parseDur(refresh) ?? 10)));
-  const slot = Math.floor(tick / every);
+  const slot = Math.floor(tick / ticksPer(refresh, 10));
   const [graph, setGraph] = useState<(Graph & { at: number }) | null>(null);
   const [err, setErr] = useState<unknown>(null);
   const [hover, setHover] = useState<string | null>(null);
@@ -122,15 +150,19 @@ export function ServiceMap() {
   }, [range, slot]);
 
   const lay = useMemo(() => (graph ? layout({ nodes: [...graph.nodes], edges: graph.edges }) : null), [graph]);
+  // Same slot as the graph: both refresh together.
+  const anomalies = useAnomalyEvents(tick);
+  const marked = useMemo(() => anomaliesByNode(graph?.nodes ?? [], anomalies.events), [graph, anomalies.events]);
 
   return (
     <div class="page service-map">
       <ErrorBox error={err} what="Loading the service graph" />
+      <ErrorBox error={anomalies.error} what="Loading anomalies" />
       <Panel
         title="Service map"
         actions={
           <span class="muted small legend-inline">
-            <i style={{ background: 'var(--ok)' }} /> &lt;1% errors <i style={{ background: 'var(--warn)' }} /> 1–5% <i style={{ background: 'var(--bad)' }} /> ≥5%
+            <i style={{ background: 'var(--ok)' }} /> &lt;1% errors <i style={{ background: 'var(--warn)' }} /> 1–5% <i style={{ background: 'var(--bad)' }} /> ≥5% · ⚠ anomalies: count · highest score
             {graph ? ` · ${graph.nodes.length} nodes, ${graph.edges.length} edges · ${fmtTime(graph.at)}` : ''}
           </span>
         }
@@ -193,6 +225,14 @@ export function ServiceMap() {
                 if (!p) return null;
                 const svc = n.type === 'service';
                 const go = () => svc && navigate(href('/traces', { service: n.id }));
+                const an = marked.get(n.id);
+                const anHref = href('/anomalies', { service: n.id });
+                const anColor = an ? scoreColor(an.max) : '';
+                const anText = an ? `${an.count} · ${an.max === null ? '?' : fmtNum(an.max, 2)}` : '';
+                const anTitle = an
+                  ? `${an.count} ${an.count === 1 ? 'anomaly' : 'anomalies'}, highest score ${an.max === null ? '?' : fmtNum(an.max, 3)}\nlatest, ${fmtDateTime(nsToMs(an.latest.timeUnixNano))}: ${explanation(an.latest)}`
+                  : '';
+                const badgeW = 16 + anText.length * 6.5;
                 return (
                   <g
                     key={n.id}
@@ -201,6 +241,8 @@ export function ServiceMap() {
                     data-testid="map-node"
                     data-id={n.id}
                     data-type={n.type}
+                    data-anomalies={an?.count}
+                    data-max-score={an?.max ?? undefined}
                     tabIndex={svc ? 0 : undefined}
                     role={svc ? 'link' : undefined}
                     aria-label={svc ? `${n.id}: traces` : n.id}
@@ -209,7 +251,8 @@ export function ServiceMap() {
                     onMouseEnter={() => setHover(n.id)}
                     onMouseLeave={() => setHover(null)}
                   >
-                    <title>{svc ? `${n.id}: click for its traces` : `${n.type} ${n.id}`}</title>
+                    <title>{(svc ? `${n.id}: click for its traces` : `${n.type} ${n.id}`) + (an ? `\n${anTitle}` : '')}</title>
+                    {an && <rect class="anomaly-ring" x={-5} y={-5} width={NODE_W + 10} height={NODE_H + 10} rx={10} stroke={anColor} />}
                     <rect width={NODE_W} height={NODE_H} rx={n.type === 'database' ? 14 : 7} stroke={errColor(n.errorRate)} />
                     <text x={12} y={20} class="node-n">
                       {(n.type === 'database' ? '⛁ ' : n.type === 'external' ? '↗ ' : '') + (n.id.length > 20 ? n.id.slice(0, 19) + '…' : n.id)}
@@ -217,6 +260,32 @@ export function ServiceMap() {
                     <text x={12} y={37} class="node-s">
                       {n.type === 'service' ? `${fmtCount(n.requests)} req · ${fmtPct(n.errorRate)} err` : n.type}
                     </text>
+                    {an && (
+                      <g transform={`translate(${NODE_W - badgeW + 6},${-10})`}>
+                        {/* A real link (middle-click, copy); a plain click is routed here, as the router
+                        leaves SVG links to the browser, and must not reach the node (its traces). */}
+                        <a
+                          href={anHref}
+                          class="anomaly-badge"
+                          data-testid="map-anomaly-badge"
+                          data-count={an.count}
+                          aria-label={`${n.id}: ${an.count} anomalies`}
+                          onClick={(e) => {
+                            if (e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return e.stopPropagation();
+                            e.preventDefault();
+                            e.stopPropagation();
+                            navigate(anHref);
+                          }}
+                          onKeyDown={(e) => e.key === 'Enter' && e.stopPropagation()}
+                        >
+                          <title>{anTitle + '\nclick for these anomalies'}</title>
+                          <rect width={badgeW} height={18} rx={9} stroke={anColor} />
+                          <text x={badgeW / 2} y={13} text-anchor="middle" fill={anColor}>
+                            {'⚠ ' + anText}
+                          </text>
+                        </a>
+                      </g>
+                    )}
                   </g>
                 );
               })}
