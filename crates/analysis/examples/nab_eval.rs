@@ -5,13 +5,17 @@
 //!
 //!     cargo run --release -p sonde-analysis --example nab_eval -- \
 //!         [--nab ../shared/data/nab] [--files] [--half 0|1] \
-//!         [--shift-min MINUTES] [field=value ...]
+//!         [--shift-min MINUTES] [--fit-on F1,F2 --score-on F3] [field=value ...]
 //!
 //! Guards against tuning to these files: `--half 0` and `--half 1` score
 //! only the even or odd files (in sorted order; thresholds are chosen per
 //! half), to tune on one half and check the other; `--shift-min` moves
 //! every timestamp, so the time-of-day bins fall elsewhere in the data (a
 //! change that helps only at one shift is luck, not a better detector).
+//!
+//! `--fit-on` and `--score-on` (NAB folder names) check how a threshold
+//! carries over: it is chosen on the first folders and the others are
+//! scored at it (leave one folder out).
 //!
 //! `field=value` overrides a `DetectorConfig` field, for experiments only:
 //! the shipped configuration is `DetectorConfig::default()`.
@@ -138,6 +142,35 @@ fn best_threshold(
     best
 }
 
+/// Standard-style raw score of `points` at a fixed threshold (score >= thr).
+fn score_at(points: &[(f64, f64, Option<usize>)], n_windows: usize, p: &Profile, thr: f64) -> f64 {
+    let mut best_in: HashMap<usize, f64> = HashMap::new();
+    let mut fp_total = 0.0;
+    for &(s, reward, key) in points {
+        if s < thr {
+            continue;
+        }
+        match key {
+            None => fp_total += reward,
+            Some(k) => {
+                let e = best_in.entry(k).or_insert(-p.fn_);
+                if reward > *e {
+                    *e = reward;
+                }
+            }
+        }
+    }
+    let found: f64 = best_in.values().map(|v| v + p.fn_).sum();
+    fp_total - p.fn_ * n_windows as f64 + found
+}
+
+fn folder_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 fn main() {
     let mut nab_dir =
         PathBuf::from(std::env::var("SONDE_SHARED").unwrap_or_else(|_| "../shared".into()))
@@ -148,6 +181,8 @@ fn main() {
     let mut out_dir: Option<PathBuf> = None;
     let mut half: Option<usize> = None;
     let mut shift_ms = 0i64;
+    let mut fit_on: Option<Vec<String>> = None;
+    let mut score_on: Option<Vec<String>> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -156,6 +191,8 @@ fn main() {
             "--files" => show_files = true,
             "--detail" => detail = true,
             "--half" => half = Some(args.next().expect("--half 0|1").parse().expect("0 or 1")),
+            "--fit-on" => fit_on = Some(folder_list(&args.next().expect("--fit-on A,B"))),
+            "--score-on" => score_on = Some(folder_list(&args.next().expect("--score-on C"))),
             "--shift-min" => {
                 let m: i64 = args
                     .next()
@@ -184,6 +221,13 @@ fn main() {
             .filter(|(i, _)| i % 2 == h)
             .map(|(_, k)| k)
             .collect();
+    }
+    let folder_of = |k: &str| k.split('/').next().unwrap_or("").to_string();
+    if let (Some(f), Some(o)) = (&fit_on, &score_on) {
+        keys.retain(|k| {
+            let d = folder_of(k);
+            f.contains(&d) || o.contains(&d)
+        });
     }
     let mut per_file = Vec::new();
     let mut n_points = 0usize;
@@ -245,6 +289,38 @@ fn main() {
         for (m, what) in &marks {
             println!("{m:.3} {what}");
         }
+    }
+    if let (Some(f), Some(o)) = (&fit_on, &score_on) {
+        // Leave-folders-out: each profile's threshold is chosen on the
+        // `--fit-on` folders alone, then the `--score-on` folders are
+        // scored at it (normalised over their own windows).
+        let mut line = String::new();
+        for p in &PROFILES {
+            let (mut fit_pts, mut sc_pts, mut sc_w) = (Vec::new(), Vec::new(), 0);
+            for (rel, n, scores, wins, wid0) in &per_file {
+                let d = folder_of(rel);
+                if f.contains(&d) {
+                    fit_pts.extend(file_points(*n, scores, wins, p, *wid0));
+                }
+                if o.contains(&d) {
+                    sc_pts.extend(file_points(*n, scores, wins, p, *wid0));
+                    sc_w += wins.len();
+                }
+            }
+            // Window ids are global; the windows outside the fit folders
+            // only add a constant to best_threshold's objective.
+            let (_, thr) = best_threshold(fit_pts, n_windows, p);
+            let raw = score_at(&sc_pts, sc_w, p, thr);
+            let (null, perfect) = (-p.fn_ * sc_w as f64, p.tp * sc_w as f64);
+            let score = if sc_w > 0 {
+                100.0 * (raw - null) / (perfect - null)
+            } else {
+                raw
+            };
+            line.push_str(&format!("{} {:.2} (thr {:.4})  ", p.name, score, thr));
+        }
+        println!("lofo {line}");
+        return;
     }
     let mut line = String::new();
     for p in &PROFILES {

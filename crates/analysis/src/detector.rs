@@ -12,7 +12,10 @@
 //! behaviour, comparable across series whatever their noise: a spike in a
 //! spiky series is ordinary, the same spike in a quiet one is not. Beyond
 //! the largest deviations seen, the tail is extrapolated with Pareto decay,
-//! from the history's own largest deviations and from a weak prior. Each
+//! from the history's own largest deviations and from a weak prior; the
+//! decay's exponent is that history's own, estimated (Hill) from its top
+//! tenth, so a deviation beyond all seen is less surprising in a series
+//! whose large deviations thin out slowly than in one whose do not. Each
 //! model also learns how often the series spikes (deviations beyond
 //! `spike_z`); in a series that spikes often, a single point's surprise is
 //! scaled down (`1 / (1 + spike_k * rate)`), so a spike a little larger than
@@ -94,8 +97,14 @@ pub struct DetectorConfig {
     pub prior_weight: f64,
     /// Exponent of the prior's Pareto tail.
     pub prior_gamma: f64,
-    /// Exponent of the Pareto tail continuing the largest deviations seen (0: none).
+    /// Exponent of the Pareto tail continuing the largest deviations seen
+    /// (0: none), when it is not estimated (`tail_share` 0).
     pub tail_gamma: f64,
+    /// Share of a history's mass, from its largest deviations down, over
+    /// which that history's own tail exponent is estimated (a Hill
+    /// estimate, clamped to 1 to 8) to continue its tail (0: use the
+    /// fixed `tail_gamma`).
+    pub tail_share: f64,
     /// Surprise (nats: minus the log tail probability) that scores 1.
     pub score_nats: f64,
     /// Score at which an alert is considered raised.
@@ -159,6 +168,7 @@ impl Default for DetectorConfig {
             prior_weight: 1.0,
             prior_gamma: 4.0,
             tail_gamma: 4.0,
+            tail_share: 0.1,
             score_nats: 23.0,
             alert_score: 0.25,
             suppress_points: 100,
@@ -287,6 +297,7 @@ impl Channel {
             c.prior_weight,
             c.prior_gamma,
             c.tail_gamma,
+            c.tail_share,
             c.long_alpha,
         );
         let run_ln = self.run_ln as f64 + c.run_alpha * (z.ln_1p() - self.run_ln as f64);
@@ -297,6 +308,7 @@ impl Channel {
             c.prior_weight,
             c.prior_gamma,
             c.tail_gamma,
+            c.tail_share,
             c.long_alpha,
         );
         // In a series that spikes often, a lone spike is weaker evidence:
@@ -524,9 +536,13 @@ impl Detector {
             let log2_u = if u > 0.0 { u.log2() } else { -64.0 };
             let k = TailHistogram::<SHIFT_BINS>::bin(log2_u);
             if self.n > c.warmup_points + c.channel_warmup && u >= c.shift_min {
-                p_shift = self
-                    .shift_hist
-                    .tail(log2_u, c.prior_weight, c.prior_gamma, c.tail_gamma);
+                p_shift = self.shift_hist.tail(
+                    log2_u,
+                    c.prior_weight,
+                    c.prior_gamma,
+                    c.tail_gamma,
+                    c.tail_share,
+                );
             }
             let learn = if c.shift_delay == 0 {
                 Some(k as u8)
@@ -557,9 +573,13 @@ impl Detector {
             let log2_r = if r > 0.0 { r.log2() } else { -64.0 };
             let k = TailHistogram::<NOISE_BINS>::bin(log2_r);
             if self.n > c.warmup_points + c.channel_warmup && r >= c.noise_min {
-                let p = self
-                    .noise_hist
-                    .tail(log2_r, c.prior_weight, c.prior_gamma, c.tail_gamma);
+                let p = self.noise_hist.tail(
+                    log2_r,
+                    c.prior_weight,
+                    c.prior_gamma,
+                    c.tail_gamma,
+                    c.tail_share,
+                );
                 p_shift = p_shift.min(p);
             }
             let learn = if c.shift_delay == 0 {

@@ -78,6 +78,12 @@ mod tests {
     }
 }
 
+/// Bounds of a tail exponent estimated from a history: below 1 a Pareto
+/// tail has no mean (one point would say nothing), above 8 its
+/// continuation is a wall anyway.
+pub const TAIL_GAMMA_MIN: f64 = 1.0;
+pub const TAIL_GAMMA_MAX: f64 = 8.0;
+
 /// Bins of the surprise histogram: half-octaves of the deviation, from 0.5
 /// (the last, open, bin starts at about 720 error units).
 pub const TAIL_BINS: usize = 22;
@@ -109,7 +115,9 @@ impl<const N: usize> TailHistogram<N> {
     /// under the history plus a prior of `prior` pseudo-points spread as a
     /// Pareto tail `min(1, u^-gamma)`; then learns `u`, forgetting older
     /// deviations at rate `alpha`. Beyond the largest deviations seen, their
-    /// own mass continues as a Pareto tail of exponent `tail_gamma`.
+    /// own mass continues as a Pareto tail of exponent `tail_gamma` (or,
+    /// with `tail_share > 0`, of the exponent estimated from their own
+    /// largest deviations).
     #[inline]
     pub fn observe(
         &mut self,
@@ -117,9 +125,10 @@ impl<const N: usize> TailHistogram<N> {
         prior: f64,
         gamma: f64,
         tail_gamma: f64,
+        tail_share: f64,
         alpha: f64,
     ) -> f64 {
-        let p = self.tail(log2_u, prior, gamma, tail_gamma);
+        let p = self.tail(log2_u, prior, gamma, tail_gamma, tail_share);
         self.learn(Self::bin(log2_u), alpha);
         p
     }
@@ -130,9 +139,45 @@ impl<const N: usize> TailHistogram<N> {
         (2.0 * (log2_u + 1.0)).clamp(0.0, N as f64 - 1e-9) as usize
     }
 
+    /// The tail exponent of this history, estimated from its largest
+    /// deviations: a Hill estimate over the top `share` of the mass (the
+    /// bins from `top` down until they hold that share, each point taken
+    /// at its bin's middle), clamped to `[TAIL_GAMMA_MIN, TAIL_GAMMA_MAX]`.
+    /// A spiky series, whose large deviations thin out slowly, gets a low
+    /// exponent; a quiet one, whose largest deviations are close together,
+    /// a high one.
+    fn hill_gamma(&self, top: usize, share: f64) -> f64 {
+        let want = share as f32 * self.total;
+        let (mut mass, mut lo) = (0.0f32, top);
+        loop {
+            mass += self.counts[lo];
+            if mass >= want || lo == 0 {
+                break;
+            }
+            lo -= 1;
+        }
+        // Mean excess of log2(u) over the threshold (the start of bin
+        // `lo`), in half-octave steps of 0.5 from a bin's middle at 0.25.
+        let excess: f64 = (lo..=top)
+            .map(|j| self.counts[j] as f64 * (0.5 * (j - lo) as f64 + 0.25))
+            .sum();
+        let h = mass as f64 / (excess * std::f64::consts::LN_2).max(1e-12);
+        h.clamp(TAIL_GAMMA_MIN, TAIL_GAMMA_MAX)
+    }
+
     /// `P(U >= u)` (see [`TailHistogram::observe`]), without learning.
+    /// With `tail_share > 0`, the continuation beyond the largest
+    /// deviations seen uses the exponent estimated from this history's
+    /// own top `tail_share` of deviations instead of `tail_gamma`.
     #[inline]
-    pub fn tail(&self, log2_u: f64, prior: f64, gamma: f64, tail_gamma: f64) -> f64 {
+    pub fn tail(
+        &self,
+        log2_u: f64,
+        prior: f64,
+        gamma: f64,
+        tail_gamma: f64,
+        tail_share: f64,
+    ) -> f64 {
         // Half-octave bins from u = 0.5.
         let pos = (2.0 * (log2_u + 1.0)).clamp(0.0, N as f64 - 1e-9);
         let k = pos as usize;
@@ -156,7 +201,15 @@ impl<const N: usize> TailHistogram<N> {
                 let cont = if log2_u <= edge_log2 {
                     1.0
                 } else {
-                    (tail_gamma * (edge_log2 - log2_u)).exp2()
+                    // Only a point beyond the largest deviations seen below
+                    // its own bin gets here (rare), so the estimate is
+                    // made only then.
+                    let g = if tail_share > 0.0 {
+                        self.hill_gamma(m, tail_share)
+                    } else {
+                        tail_gamma
+                    };
+                    (g * (edge_log2 - log2_u)).exp2()
                 };
                 above = above.max(self.counts[m] * cont as f32);
             }

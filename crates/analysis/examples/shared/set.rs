@@ -19,6 +19,7 @@ pub fn set(c: &mut DetectorConfig, k: &str, v: &str) {
         "err_clip" => c.err_clip = f(),
         "weekly" => c.weekly = v == "1",
         "tail_gamma" => c.tail_gamma = f(),
+        "tail_share" => c.tail_share = f(),
         "run_alpha" => c.run_alpha = f(),
         "prior_weight" => c.prior_weight = f(),
         "prior_gamma" => c.prior_gamma = f(),
