@@ -336,6 +336,15 @@ fn anomaly_detectors_learn_once_per_step_and_score_every_evaluation() {
         eval_group(&fake, &stepped, &mut st, 1_000 * i, &SETTINGS);
     }
     assert_eq!(st.rules[0].detectors[&l].detector.points(), 20);
+
+    // Evaluations on wall-clock ticks, a little early or late: still one
+    // point learnt per evaluation when the step is the interval.
+    let mut st = GroupState::new(&g);
+    for i in 0..200i64 {
+        let jitter = [0, -3, 4, -1][i as usize % 4];
+        eval_group(&fake, &g, &mut st, 1_000 * i + jitter, &SETTINGS);
+    }
+    assert_eq!(st.rules[0].detectors[&l].detector.points(), 200);
 }
 
 #[test]
