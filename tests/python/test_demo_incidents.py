@@ -33,8 +33,8 @@ def anomalies(s: Sonde) -> list[dict]:
 
 def found_since(s: Sonde, since: float, slack: float) -> dict[str, float]:
     """Service -> seconds after `since` (wall clock) of its first anomaly,
-    counting those up to `slack` seconds before it (the demo's clock starts
-    a little after the test's)."""
+    counting those up to `slack` seconds before it (a margin: the demo's
+    incident clock starts when the demo does, a little after `wall`)."""
     out: dict[str, float] = {}
     for e in anomalies(s):
         at = int(e["timeUnixNano"]) / 1e9 - since

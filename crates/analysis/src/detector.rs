@@ -29,7 +29,8 @@
 //! rarity is judged against the series' history of such shifts, learnt 32
 //! points late (four bits a point), so the first points of an excursion
 //! are judged against the history from before it: a ramp to four times
-//! the level in a noisy series alerts within 10 to 20 points.
+//! the level in a noisy series alerts within 8 to 17 points (synthetic
+//! runs; the test allows 30).
 //!
 //! A fourth check looks for a series getting noisier: the recent mean of
 //! its point-to-point changes (each clipped to four long-run means, so a
@@ -38,7 +39,9 @@
 //! history of such ratios, learnt 32 points late like the shifts.
 //!
 //! The score is `-ln p / 23` (p = 1e-10 scores 1), with the smallest p of
-//! the checks, corrected for the number of checks; when both models are
+//! the checks, doubled once the time-of-day model also looks (two models,
+//! two chances of a rare verdict; the shift and noise checks, which fire
+//! only on large excursions, are not counted); when both models are
 //! surprised, the less surprised one's p, raised to a small power
 //! (`agree_weight`), strengthens the verdict. After a score of
 //! `suppress_from`, scores are damped for a while, so one incident gives
@@ -63,6 +66,9 @@ const SHIFT_BINS: usize = 15;
 /// Bins of the noise history: half-octaves of the ratio from 0.5; the
 /// clipped ratio stays below the last one's start (about 5.7).
 const NOISE_BINS: usize = 8;
+
+/// Largest magnitude of a value the detector learns.
+const MAX_VALUE: f64 = 1e30;
 
 /// How the detector learns and scores. One configuration serves every
 /// series: the defaults are tuned on NAB as a whole, never per series.
@@ -138,8 +144,9 @@ pub struct DetectorConfig {
     pub shift_clip: f64,
     /// Smallest shift (in long-run robust spreads) the shift check reports.
     pub shift_min: f64,
-    /// Points a shift waits before the shift history learns it (0 to 32),
-    /// so an excursion is judged against the history from before it.
+    /// Points a shift (or a noise ratio) waits before its history learns
+    /// it (0 to 32), so an excursion is judged against the history from
+    /// before it.
     pub shift_delay: u32,
     /// Weight of one point in the noise check's recent mean of changes
     /// (0: no noise check).
@@ -417,10 +424,12 @@ impl Detector {
     }
 
     /// Scores the point `(t_ms, value)` and learns from it. Points should
-    /// come in time order; a non-finite value is ignored and scored 0.
+    /// come in time order; a non-finite value, or one beyond ±1e30 (spreads
+    /// are kept as `f32`, and one such value would overflow them for good),
+    /// is ignored and scored 0.
     pub fn update(&mut self, t_ms: i64, value: f64) -> Assessment {
         let x = value;
-        if !x.is_finite() {
+        if !x.is_finite() || x.abs() > MAX_VALUE {
             return self.assessment(0.0, x, x, x, Basis::Learning);
         }
         let c = &self.cfg;
@@ -560,7 +569,7 @@ impl Detector {
         if c.noise_alpha > 0.0 {
             let d = (x - self.prev_x).abs();
             let fl = 0.1 * floor;
-            if self.noise_slow == 0.0 {
+            if self.n == c.warmup_points + 1 {
                 self.noise_slow = d.max(fl) as f32;
                 self.noise_fast = self.noise_slow;
             }
@@ -601,8 +610,6 @@ impl Detector {
         } else {
             (p_level, pred_level, scale_level, Basis::RecentLevel)
         };
-        // Two models looked: the rarest verdict (the shift check's too)
-        // counts twice as likely.
         // Both models surprised: the less surprised one strengthens the verdict.
         let p = if c.agree_weight > 0.0 && season_ready {
             p * p_season.max(p_level).min(1.0).powf(c.agree_weight)
@@ -610,6 +617,7 @@ impl Detector {
             p
         };
         let p = p.min(p_shift);
+        // Two models looked: the rarer verdict counts twice as likely.
         let p = if season_ready { 2.0 * p } else { p };
         let mut score = (-p.ln() / c.score_nats).clamp(0.0, 1.0);
 

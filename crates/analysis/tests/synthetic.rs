@@ -132,6 +132,31 @@ fn non_finite_values_are_ignored() {
 }
 
 #[test]
+fn absurd_values_do_not_break_the_detector() {
+    // A garbage value (a division by almost zero upstream) among steady
+    // ones: ignored, so the detector still finds a later jump.
+    let mut d = Detector::new(DetectorConfig::default());
+    let mut top = 0.0f64;
+    for i in 0..1_000i64 {
+        let v = match i {
+            300 => 1e300,
+            301 => -1e38,
+            900.. => 50.0,
+            _ => 10.0 + (i % 5) as f64 * 0.1,
+        };
+        let a = d.update(T0 + i * STEP_MS, v);
+        assert!((0.0..=1.0).contains(&a.score), "score {} at {i}", a.score);
+        if i == 900 {
+            top = a.score;
+        }
+    }
+    assert!(
+        top >= DetectorConfig::default().alert_score,
+        "the jump scored {top}"
+    );
+}
+
+#[test]
 fn state_fits_the_per_series_budget() {
     // Every watched series pays this, so the budget is a hard limit.
     let size = std::mem::size_of::<Detector>();

@@ -30,6 +30,11 @@ pub const MIN_CHANGE: f64 = 0.5;
 /// half, which is chance, not an incident.
 pub const MIN_CHANGE_ERRORS: f64 = 1.0;
 
+/// How long an alert stays firing after its series stops being anomalous:
+/// a score hovering at the threshold is one alert, not a flapping one (and
+/// one event, as an episode lasts until a minute without anomaly).
+pub const KEEP_FIRING_FOR: &str = "1m";
+
 /// The `anomaly_detection` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -122,7 +127,7 @@ pub fn text() -> String {
     let mut out = format!("groups:\n  - name: {GROUP}\n    rules:\n");
     for (name, expr, summary, min_change) in specs() {
         out.push_str(&format!(
-            "      - alert: {name}\n        expr: '{}'\n        anomaly: {{score_above: {SCORE_ABOVE}, min_change: {min_change}}}\n        labels: {{severity: info}}\n        annotations:\n          summary: '{summary}'\n          description: '{{{{ $explanation }}}}'\n",
+            "      - alert: {name}\n        expr: '{}'\n        anomaly: {{score_above: {SCORE_ABOVE}, min_change: {min_change}}}\n        keep_firing_for: {KEEP_FIRING_FOR}\n        labels: {{severity: info}}\n        annotations:\n          summary: '{summary}'\n          description: '{{{{ $explanation }}}}'\n",
             expr.replace('\'', "''"),
         ));
     }

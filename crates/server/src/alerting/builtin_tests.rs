@@ -53,6 +53,7 @@ fn the_group_follows_the_setting() {
         };
         assert_eq!(spec.anomaly_min_change, min_change, "{}", r.name);
         assert!(spec.hold.is_zero());
+        assert_eq!(spec.keep_firing_for, Duration::from_secs(60));
         assert_eq!(r.labels, vec![("severity".into(), "info".into())]);
         let summary = &spec
             .annotations

@@ -24,6 +24,13 @@ const MAX_DETECTORS: usize = 10_000;
 /// first evaluation: well past the detector's warm-up, so after a restart
 /// or when a rule is added on old series, they judge at once.
 const SEED_STEPS: i64 = 600;
+/// But never more than this much history: a rule with a long step learns
+/// fewer points rather than reading days of data at startup.
+const SEED_MAX_MS: i64 = 6 * 60 * 60 * 1000;
+/// An anomalous series becomes a new episode (a new event) only after
+/// this long without being anomalous: scores hovering at the threshold
+/// are one episode, not one event per crossing.
+const EPISODE_GAP_MS: i64 = 60_000;
 /// A detector whose series has been absent this long is dropped.
 const DETECTOR_IDLE_MS: i64 = 60 * 60 * 1000;
 /// The configuration of every rule's detectors: the tuned defaults without
@@ -44,6 +51,42 @@ struct Watched {
     seen: i64,
     /// When the detector last learnt a point (ms).
     learnt: i64,
+    /// When it is due to learn the next one (ms): one step after the last
+    /// due time, so evaluations off the step's grid still learn one point
+    /// per step on average.
+    due: i64,
+}
+
+impl Watched {
+    fn new(t: i64) -> Watched {
+        Watched {
+            detector: Detector::shared(RULE_DETECTOR.clone()),
+            seen: t,
+            learnt: i64::MIN,
+            due: i64::MIN,
+        }
+    }
+
+    /// Scores `v` at `t`, learning it if a step has come (or the clock went
+    /// back), else on a copy. An eighth of a step early still counts:
+    /// evaluations run on wall-clock ticks, and one a millisecond short of
+    /// the step must not wait a whole interval more.
+    fn assess(&mut self, t: i64, v: f64, step: i64) -> Assessment {
+        self.seen = t;
+        if self.due == i64::MIN || t < self.learnt || t >= self.due - step / 8 {
+            // After a pause (or a clock jump back), the grid restarts here
+            // rather than learning every evaluation until it catches up.
+            self.due = if self.due == i64::MIN || t < self.learnt || t - self.due > step {
+                t.saturating_add(step)
+            } else {
+                self.due + step
+            };
+            self.learnt = t;
+            self.detector.update(t, v)
+        } else {
+            self.detector.clone().update(t, v)
+        }
+    }
 }
 
 /// The series holding each active alert's `activeAt`, read back at startup.
@@ -129,8 +172,9 @@ pub struct RuleState {
     detectors: HashMap<Labels, Watched>,
     /// Anomaly rules: whether the detectors have learnt the stored history.
     seeded: bool,
-    /// Anomaly rules: the series anomalous at the last evaluation.
-    anomalous: HashSet<Labels>,
+    /// Anomaly rules: the series in an anomalous episode, with when each
+    /// was last found anomalous.
+    anomalous: HashMap<Labels, i64>,
 }
 
 pub struct GroupState {
@@ -354,14 +398,24 @@ fn label_map(labels: &Labels) -> Val {
     )
 }
 
-/// Teaches the rule's detectors the stored history of its expression, one
-/// point per step, as if they had been running: a restarted server (or a
-/// rule newly added on old series) needs no warm-up. Series with no
-/// history start from nothing, as before.
-fn seed_detectors(backend: &dyn Backend, rule: &Rule, rs: &mut RuleState, t: i64, step: i64) {
+/// Teaches the detectors of the series in `current` (the rule's present
+/// result) the stored history of its expression, one point per step, as if
+/// they had been running: a restarted server (or a rule newly added on old
+/// series) needs no warm-up. Series with no history start from nothing.
+/// The range query is bounded like any (`query_max_samples`), and runs
+/// once per rule and process.
+fn seed_detectors(
+    backend: &dyn Backend,
+    rule: &Rule,
+    rs: &mut RuleState,
+    current: &[(Labels, f64)],
+    t: i64,
+    step: i64,
+) {
     rs.seeded = true;
-    let start = t - SEED_STEPS * step;
-    let found = match backend.query_range(&rule.expr, start, t - step, step) {
+    let wanted: HashSet<&Labels> = current.iter().map(|(l, _)| l).collect();
+    let span = SEED_STEPS.saturating_mul(step).min(SEED_MAX_MS);
+    let found = match backend.query_range(&rule.expr, t - span, t - step, step) {
         Ok(Value::Matrix(found)) => found,
         Ok(_) => return,
         Err(e) => {
@@ -369,25 +423,19 @@ fn seed_detectors(backend: &dyn Backend, rule: &Rule, rs: &mut RuleState, t: i64
             return;
         }
     };
-    let series = found.len();
-    for s in found.into_iter().take(MAX_DETECTORS) {
-        let Some(last) = s.samples.last().map(|p| p.t) else {
+    let mut seeded = 0;
+    for s in found {
+        if !wanted.contains(&s.labels) || rs.detectors.len() >= MAX_DETECTORS {
             continue;
-        };
-        let mut detector = Detector::shared(RULE_DETECTOR.clone());
-        for p in &s.samples {
-            detector.update(p.t, p.v);
         }
-        rs.detectors.insert(
-            s.labels,
-            Watched {
-                detector,
-                seen: t,
-                learnt: last,
-            },
-        );
+        let mut w = Watched::new(t);
+        for p in &s.samples {
+            w.assess(p.t, p.v, step);
+        }
+        rs.detectors.insert(s.labels, w);
+        seeded += 1;
     }
-    tracing::debug!(rule = %rule.name, series, "anomaly detectors learnt the stored history");
+    tracing::debug!(rule = %rule.name, seeded, "anomaly detectors learnt the stored history");
 }
 
 /// Scores each series with its detector; keeps those at or above `threshold`,
@@ -411,21 +459,8 @@ fn score_anomalies(
         let w = rs
             .detectors
             .entry(labels.clone())
-            .or_insert_with(|| Watched {
-                detector: Detector::shared(RULE_DETECTOR.clone()),
-                seen: t,
-                learnt: i64::MIN,
-            });
-        w.seen = t;
-        // An eighth of a step early still counts: evaluations run on wall
-        // clock ticks, and one a millisecond short of the step must not
-        // halve the learning.
-        let a = if w.learnt == i64::MIN || t - w.learnt >= step - step / 8 {
-            w.learnt = t;
-            w.detector.update(t, v)
-        } else {
-            w.detector.clone().update(t, v)
-        };
+            .or_insert_with(|| Watched::new(t));
+        let a = w.assess(t, v, step);
         let expected = (a.expected_low + a.expected_high) / 2.0;
         let change = (a.observed - expected).abs() / expected.abs().max(1e-9);
         if a.score >= threshold && change >= min_change {
@@ -518,7 +553,7 @@ fn eval_alerting(
                 .anomaly_step
                 .unwrap_or(group.interval.max(ctx.settings.anomaly_step));
             if !rs.seeded {
-                seed_detectors(backend, rule, rs, t, step.as_millis() as i64);
+                seed_detectors(backend, rule, rs, &samples, t, step.as_millis() as i64);
             }
             score_anomalies(rs, samples, t, threshold, spec.anomaly_min_change, step)
         }
@@ -527,14 +562,13 @@ fn eval_alerting(
     // A series newly found anomalous becomes an event, once per episode.
     for (series, _, assessment) in &samples {
         if let Some(a) = assessment {
-            if rs.anomalous.insert(series.clone()) {
+            if rs.anomalous.insert(series.clone(), t).is_none() {
                 backend.anomaly(&rule.name, series, a, t);
             }
         }
     }
     if spec.anomaly.is_some() {
-        let current: HashSet<&Labels> = samples.iter().map(|(l, _, _)| l).collect();
-        rs.anomalous.retain(|l| current.contains(l));
+        rs.anomalous.retain(|_, last| t - *last <= EPISODE_GAP_MS);
     }
     let mut results: BTreeMap<Labels, (f64, Vec<(String, String)>)> = BTreeMap::new();
     for (series, value, assessment) in samples {

@@ -312,7 +312,7 @@ fn anomaly_detectors_learn_once_per_step_and_score_every_evaluation() {
     let l = Labels::from_pairs([("service", "checkout")]);
     let mut first_alert = None;
     for i in 0..1_000i64 {
-        let v = if i < 900 {
+        let v = if i < 901 {
             100.0 + (i % 7) as f64
         } else {
             5_000.0
@@ -325,8 +325,8 @@ fn anomaly_detectors_learn_once_per_step_and_score_every_evaluation() {
     }
     let w = &st.rules[0].detectors[&l];
     assert_eq!(w.detector.points(), 250, "one point learnt per second");
-    // The jump is found at the evaluation it appears, not at the next step.
-    assert_eq!(first_alert, Some(900));
+    // The jump, between two steps, is found at the evaluation it appears.
+    assert_eq!(first_alert, Some(901));
 
     let stepped = group(
         "      - alert: Odd\n        expr: x\n        anomaly: {score_above: 0.5, step: 5s}\n",
@@ -355,8 +355,8 @@ fn anomaly_detectors_learn_the_stored_history_before_judging() {
     let l = Labels::from_pairs([("service", "checkout")]);
     let steady = |i: i64| 100.0 + (i % 7) as f64;
     let fake = Fake::default();
-    *fake.history.lock() = vec![Series {
-        labels: l.clone(),
+    let history = |labels: &Labels| Series {
+        labels: labels.clone(),
         samples: (0..600)
             .map(|i| Sample {
                 t: 1_000 * i,
@@ -364,12 +364,16 @@ fn anomaly_detectors_learn_the_stored_history_before_judging() {
             })
             .collect(),
         histograms: Vec::new(),
-    }];
+    };
+    // A series gone since is not given a detector it would hold for an hour.
+    let gone = Labels::from_pairs([("service", "legacy")]);
+    *fake.history.lock() = vec![history(&l), history(&gone)];
     *fake.result.lock() = vec![(l.clone(), 5_000.0)];
     let mut st = GroupState::new(&g);
     eval_group(&fake, &g, &mut st, 600_000, &SETTINGS);
     assert_eq!(states(&st), ["firing"], "the first evaluation judges");
     assert_eq!(st.rules[0].detectors[&l].detector.points(), 601);
+    assert_eq!(st.rules[0].detectors.len(), 1);
 
     // Without history the detector is still learning.
     let fresh = Fake::default();
