@@ -2,10 +2,18 @@
 // Included by crates/server/src/ui.rs.
 
 /// FNV-1a 64 of the UI sources this bundle was built from.
-pub const SOURCE_HASH: &str = "e36726dde8e9b1f9";
+pub const SOURCE_HASH: &str = "882711d11bad0a8b";
 
 #[rustfmt::skip]
 pub static ASSETS: &[Asset] = &[
+    Asset {
+        path: "/assets/index-BoOCDnUf.js",
+        mime: "text/javascript; charset=utf-8",
+        etag: "\"fa8085dd898978ad\"",
+        immutable: true,
+        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-BoOCDnUf.js")),
+        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-BoOCDnUf.js.gz"))),
+    },
     Asset {
         path: "/assets/index-DMs7M-O1.css",
         mime: "text/css; charset=utf-8",
@@ -13,14 +21,6 @@ pub static ASSETS: &[Asset] = &[
         immutable: true,
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DMs7M-O1.css")),
         gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DMs7M-O1.css.gz"))),
-    },
-    Asset {
-        path: "/assets/index-DsFnRi3h.js",
-        mime: "text/javascript; charset=utf-8",
-        etag: "\"bd376aebb5c2b335\"",
-        immutable: true,
-        body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DsFnRi3h.js")),
-        gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/assets/index-DsFnRi3h.js.gz"))),
     },
     Asset {
         path: "/favicon.svg",
@@ -33,7 +33,7 @@ pub static ASSETS: &[Asset] = &[
     Asset {
         path: "/index.html",
         mime: "text/html; charset=utf-8",
-        etag: "\"b1542537dac95598\"",
+        etag: "\"c7eec2311463073f\"",
         immutable: false,
         body: include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/index.html")),
         gzip: Some(include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/ui-dist/index.html.gz"))),

@@ -226,7 +226,8 @@ export function ServiceMap() {
                 const svc = n.type === 'service';
                 const go = () => svc && navigate(href('/traces', { service: n.id }));
                 const an = marked.get(n.id);
-                const anHref = href('/anomalies', { service: n.id });
+                // The events' own service name: `namespace/name` where spans say `name`.
+                const anHref = href('/anomalies', { service: an?.latest.service || n.id });
                 const anColor = an ? scoreColor(an.max) : '';
                 const anText = an ? `${an.count} · ${an.max === null ? '?' : fmtNum(an.max, 2)}` : '';
                 const anTitle = an
