@@ -79,7 +79,7 @@ impl Watched {
             self.due = if self.due == i64::MIN || t < self.learnt || t - self.due > step {
                 t.saturating_add(step)
             } else {
-                self.due + step
+                self.due.saturating_add(step)
             };
             self.learnt = t;
             self.detector.update(t, v)
