@@ -15,9 +15,11 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import requests
 
@@ -289,9 +291,10 @@ class Prometheus(LoggedProcess):
 
     name = "prometheus"
 
-    def __init__(self, config_yaml: str, binary: str | None = None) -> None:
+    def __init__(self, config_yaml: str, binary: str | None = None, flags: Iterable[str] = ()) -> None:
         super().__init__()
         self.binary = binary or os.environ.get("PROMETHEUS_BIN") or shutil.which("prometheus") or "/usr/bin/prometheus"
+        self.flags = list(flags)
         self.tmp = Path(tempfile.mkdtemp(prefix="sonde-test-prometheus-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -306,6 +309,7 @@ class Prometheus(LoggedProcess):
             f"--storage.tsdb.path={self.tmp / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--log.level=info",
+            *self.flags,
         ]
         self._spawn(argv, self.tmp / "prometheus.log")
         deadline = time.monotonic() + timeout
@@ -330,6 +334,35 @@ class Prometheus(LoggedProcess):
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class ScrapeTarget:
+    """A Prometheus scrape target on a free loopback port: each GET of
+    /metrics serves what `render` returns then (text exposition format)."""
+
+    def __init__(self, render: Callable[[], str]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path != "/metrics":
+                    self.send_error(404)
+                    return
+                body = render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 # -- OTLP traces and logs, built by hand ----------------------------------

@@ -12,11 +12,10 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from harness import Prometheus, Sonde, close
+from harness import Prometheus, ScrapeTarget, Sonde, close
 
 SCRAPE_SECONDS = 21  # how long Prometheus scrapes before the comparison
 EVAL_LAG = 3.0  # the evaluation time is this far behind the last scrape
@@ -73,39 +72,18 @@ def exposition(n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Target:
-    """The scrape target: a tiny HTTP server whose values advance per scrape."""
+class Target(ScrapeTarget):
+    """The scrape target: values advance per scrape."""
 
     def __init__(self) -> None:
         self.scrapes = 0
         self.lock = threading.Lock()
-        target = self
+        super().__init__(self.render)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                if self.path != "/metrics":
-                    self.send_error(404)
-                    return
-                with target.lock:
-                    target.scrapes += 1
-                    body = exposition(target.scrapes).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def render(self) -> str:
+        with self.lock:
+            self.scrapes += 1
+            return exposition(self.scrapes)
 
 
 def prometheus_config(target: str, remote_write_url: str) -> str:

@@ -70,7 +70,7 @@ sys.path.insert(0, str(ROOT / "tests" / "python"))
 import requests  # noqa: E402
 
 from brokers import otlp_gauge  # noqa: E402
-from harness import Prometheus, Sonde, new_span_id, new_trace_id, otlp_span, resource_spans, traces_request  # noqa: E402
+from harness import Prometheus, ScrapeTarget, Sonde, new_span_id, new_trace_id, otlp_span, resource_spans, traces_request  # noqa: E402
 from test_remote_write import PROMETHEUS_HEADERS, write_request  # noqa: E402
 
 POLL_TIMEOUT = 15.0  # seconds a single Sonde measurement may take before it counts as missed
@@ -354,64 +354,19 @@ def parse_seconds(d: str) -> float:
 # -- Prometheus ------------------------------------------------------------------
 
 
-class PrometheusRW(Prometheus):
-    """harness.Prometheus plus the remote-write receiver."""
-
-    def start(self, timeout: float = 60.0) -> "PrometheusRW":
-        argv = [
-            self.binary,
-            f"--config.file={self.config_path}",
-            f"--storage.tsdb.path={self.tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--web.enable-remote-write-receiver",
-            "--log.level=info",
-        ]
-        self._spawn(argv, self.tmp / "prometheus.log")
-        deadline = now() + timeout
-        while True:
-            if not self.alive():
-                raise RuntimeError(f"prometheus exited with code {self.proc.returncode}:\n{self.log_text()}")
-            try:
-                if self.http.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            if now() > deadline:
-                self.stop()
-                raise RuntimeError(f"prometheus was not ready within {timeout}s:\n{self.log_text()}")
-            time.sleep(0.1)
-
-
-class Exporter:
+class Exporter(ScrapeTarget):
     """A /metrics target: bench_scraped_incident{incident=k} for each k."""
 
     def __init__(self, n: int) -> None:
         self.values = {k: 0 for k in range(n)}
         self.scrapes: list[float] = []
-        ex = self
+        super().__init__(self.render)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                ex.scrapes.append(now())
-                lines = ["# TYPE bench_scraped_incident gauge"]
-                lines += [f'bench_scraped_incident{{incident="{k}"}} {v}' for k, v in sorted(ex.values.items())]
-                body = ("\n".join(lines) + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def render(self) -> str:
+        self.scrapes.append(now())
+        lines = ["# TYPE bench_scraped_incident gauge"]
+        lines += [f'bench_scraped_incident{{incident="{k}"}} {v}' for k, v in sorted(self.values.items())]
+        return "\n".join(lines) + "\n"
 
 
 def prometheus_run(n_metric: int, n_incidents: int, window: float, rng: random.Random) -> dict:
@@ -427,7 +382,7 @@ scrape_configs:
     static_configs:
       - targets: ["{exporter.address}"]
 """
-    p = PrometheusRW(config).start()
+    p = Prometheus(config, flags=["--web.enable-remote-write-receiver"]).start()
     out = {}
     try:
         http = requests.Session()
