@@ -553,12 +553,7 @@ impl Detector {
                     c.tail_share,
                 );
             }
-            let learn = if c.shift_delay == 0 {
-                Some(k as u8)
-            } else {
-                self.shift_delay.push(k as u8, c.shift_delay)
-            };
-            if let Some(old) = learn {
+            if let Some(old) = self.shift_delay.push(k as u8, c.shift_delay) {
                 self.shift_hist.learn(old as usize, c.long_alpha);
             }
         }
@@ -591,12 +586,7 @@ impl Detector {
                 );
                 p_shift = p_shift.min(p);
             }
-            let learn = if c.shift_delay == 0 {
-                Some(k as u8)
-            } else {
-                self.noise_delay.push(k as u8, c.shift_delay)
-            };
-            if let Some(old) = learn {
+            if let Some(old) = self.noise_delay.push(k as u8, c.shift_delay) {
                 self.noise_hist.learn(old as usize, c.long_alpha);
             }
         }

@@ -256,9 +256,12 @@ impl NibbleDelay {
     }
 
     /// Pushes `v` (at most 14); returns the value pushed `d` (1 to 32)
-    /// points ago, if there was one.
+    /// points ago, if there was one, or `v` itself when `d` is 0.
     #[inline]
     pub fn push(&mut self, v: u8, d: u32) -> Option<u8> {
+        if d == 0 {
+            return Some(v);
+        }
         let all = ((self.hi as u128) << 64) | self.lo as u128;
         let old = ((all >> (4 * (d.clamp(1, 32) - 1))) & 0xf) as u8;
         let all = (all << 4) | (v.min(14) as u128);

@@ -17,8 +17,7 @@ pub const GROUP: &str = "sonde-builtin-anomalies";
 /// The group's `file`: no file holds it.
 pub const FILE: &str = "(built-in)";
 /// Scores from this up count: the detector's own alert level (its
-/// `alert_score`, tuned on NAB with one threshold for every series; the
-/// detector damps its scores after it is crossed). Its scores are tail
+/// `alert_score`, tuned on NAB with one threshold for every series). Its scores are tail
 /// probabilities on a log scale, so a slow 4x rise of a noisy series
 /// scores about 0.3, far below 0.8.
 pub const SCORE_ABOVE: f64 = 0.25;
