@@ -1,5 +1,12 @@
 //! The in-memory buffer of recent spans and logs: queryable at once, written
 //! to Parquet when it is big or old enough.
+//!
+//! Rows are kept as the batches they arrived in, each behind an `Arc` and
+//! never changed after, so a search takes a [`Snapshot`] (a list of `Arc`s)
+//! under the lock and scans it after releasing the lock: a long search never
+//! holds up an append.
+
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use sonde_model::records::{Attributes, LogRecord, SpanRecord, TimestampNs, TraceId};
@@ -7,14 +14,34 @@ use sonde_model::records::{Attributes, LogRecord, SpanRecord, TimestampNs, Trace
 /// Spans and logs in arrival order, with a trace-id index over both.
 #[derive(Default)]
 pub(crate) struct Buffer {
-    pub spans: Vec<SpanRecord>,
-    pub logs: Vec<LogRecord>,
-    span_index: FxHashMap<TraceId, Vec<u32>>,
-    log_index: FxHashMap<TraceId, Vec<u32>>,
+    span_batches: Vec<Arc<[SpanRecord]>>,
+    log_batches: Vec<Arc<[LogRecord]>>,
+    /// (batch, row) of each span of a trace.
+    span_index: FxHashMap<TraceId, Vec<(u32, u32)>>,
+    log_index: FxHashMap<TraceId, Vec<(u32, u32)>>,
+    pub span_count: usize,
+    pub log_count: usize,
     /// An estimate of the heap bytes held, for the memory bound.
     pub bytes: usize,
     pub min_ns: TimestampNs,
     pub max_ns: TimestampNs,
+}
+
+/// The rows of a buffer at one moment; scanned without any lock.
+#[derive(Default, Clone)]
+pub(crate) struct Snapshot {
+    spans: Vec<Arc<[SpanRecord]>>,
+    logs: Vec<Arc<[LogRecord]>>,
+}
+
+impl Snapshot {
+    pub fn spans(&self) -> impl Iterator<Item = &SpanRecord> {
+        self.spans.iter().flat_map(|b| b.iter())
+    }
+
+    pub fn logs(&self) -> impl Iterator<Item = &LogRecord> {
+        self.logs.iter().flat_map(|b| b.iter())
+    }
 }
 
 fn attrs_bytes(attrs: &Attributes) -> usize {
@@ -51,7 +78,7 @@ fn log_bytes(l: &LogRecord) -> usize {
 
 impl Buffer {
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty() && self.logs.is_empty()
+        self.span_count == 0 && self.log_count == 0
     }
 
     fn widen(&mut self, t: TimestampNs) {
@@ -61,30 +88,56 @@ impl Buffer {
         self.max_ns = self.max_ns.max(t);
     }
 
-    pub fn add_spans(&mut self, spans: Vec<SpanRecord>) {
-        for s in spans {
+    pub fn add_spans(&mut self, spans: Arc<[SpanRecord]>) {
+        if spans.is_empty() {
+            return;
+        }
+        let batch = self.span_batches.len() as u32;
+        for (row, s) in spans.iter().enumerate() {
             self.widen(s.start_ns);
-            self.bytes += span_bytes(&s);
+            self.span_count += 1;
+            self.bytes += span_bytes(s);
             self.span_index
                 .entry(s.trace_id)
                 .or_default()
-                .push(self.spans.len() as u32);
-            self.spans.push(s);
+                .push((batch, row as u32));
         }
+        self.span_batches.push(spans);
     }
 
-    pub fn add_logs(&mut self, logs: Vec<LogRecord>) {
-        for l in logs {
+    pub fn add_logs(&mut self, logs: Arc<[LogRecord]>) {
+        if logs.is_empty() {
+            return;
+        }
+        let batch = self.log_batches.len() as u32;
+        for (row, l) in logs.iter().enumerate() {
             self.widen(l.time_ns);
-            self.bytes += log_bytes(&l);
+            self.log_count += 1;
+            self.bytes += log_bytes(l);
             if let Some(t) = l.trace_id {
                 self.log_index
                     .entry(t)
                     .or_default()
-                    .push(self.logs.len() as u32);
+                    .push((batch, row as u32));
             }
-            self.logs.push(l);
         }
+        self.log_batches.push(logs);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            spans: self.span_batches.clone(),
+            logs: self.log_batches.clone(),
+        }
+    }
+
+    /// Every span, in arrival order (for writing a segment).
+    pub fn spans(&self) -> impl Iterator<Item = &SpanRecord> {
+        self.span_batches.iter().flat_map(|b| b.iter())
+    }
+
+    pub fn logs(&self) -> impl Iterator<Item = &LogRecord> {
+        self.log_batches.iter().flat_map(|b| b.iter())
     }
 
     pub fn trace(&self, id: &TraceId) -> impl Iterator<Item = &SpanRecord> {
@@ -92,7 +145,7 @@ impl Buffer {
             .get(id)
             .into_iter()
             .flatten()
-            .map(|&i| &self.spans[i as usize])
+            .map(|&(b, r)| &self.span_batches[b as usize][r as usize])
     }
 
     pub fn trace_logs(&self, id: &TraceId) -> impl Iterator<Item = &LogRecord> {
@@ -100,6 +153,6 @@ impl Buffer {
             .get(id)
             .into_iter()
             .flatten()
-            .map(|&i| &self.logs[i as usize])
+            .map(|&(b, r)| &self.log_batches[b as usize][r as usize])
     }
 }

@@ -5,6 +5,7 @@
 mod buffer;
 mod catalog;
 mod codec;
+mod dedup;
 mod query;
 pub mod segment;
 mod store;
@@ -14,7 +15,7 @@ mod wal;
 
 pub use catalog::{Catalog, Seen};
 pub use query::{Cursor, EventFilter, LogPage, LogQuery, TraceQuery, TraceSummary};
-pub use store::{Config, RecordStore, Stats};
+pub use store::{Config, RecordStore, Stats, DEFAULT_DEDUP_WINDOW};
 
 /// Everything that can go wrong in the record store.
 #[derive(Debug, thiserror::Error)]

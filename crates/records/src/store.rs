@@ -10,8 +10,9 @@ use parking_lot::{Mutex, RwLock};
 use rustc_hash::FxHashMap;
 use sonde_model::records::{LogRecord, SpanRecord, TimestampNs, TraceId};
 
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, Snapshot};
 use crate::catalog::Catalog;
+use crate::dedup::{log_key, span_key, Recent};
 use crate::query::{Cursor, LogPage, LogQuery, TraceQuery, TraceSummary};
 use crate::segment::{self, LogSegment, ScanHints, SpanSegment};
 use crate::wal::{self, Batch, RecordWal};
@@ -32,6 +33,9 @@ pub struct Config {
     pub flush_after: Duration,
     /// Delete segments whose newest record is older than this (0 = keep).
     pub retention: Duration,
+    /// How many recently stored records are remembered to drop their
+    /// re-deliveries (`dedup.rs`); 0 turns deduplication off.
+    pub dedup_window: usize,
 }
 
 impl Config {
@@ -42,6 +46,7 @@ impl Config {
             buffer_bytes: 128 << 20,
             flush_after: Duration::from_secs(10 * 60),
             retention: Duration::from_secs(15 * 24 * 3600),
+            dedup_window: DEFAULT_DEDUP_WINDOW,
         }
     }
 }
@@ -60,9 +65,14 @@ impl Segment {
     }
 }
 
+/// About 24 MB of keys: a minute of 15k records/s, far more than what a
+/// retry or a broker's re-delivery after a restart sends again.
+pub const DEFAULT_DEDUP_WINDOW: usize = 1 << 20;
+
 struct Live {
     buffer: Buffer,
     since: Option<Instant>,
+    recent: Recent,
 }
 
 /// Counters for `/metrics`.
@@ -74,6 +84,8 @@ pub struct Stats {
     pub segments: usize,
     pub segment_bytes: u64,
     pub wal_bytes: u64,
+    /// Keys in the re-delivery window.
+    pub dedup_keys: usize,
 }
 
 pub struct RecordStore {
@@ -145,6 +157,7 @@ impl RecordStore {
         segments.sort_by_key(|(seq, _)| *seq);
         let mut catalog = Catalog::load(&cfg.dir.join("catalog.json"));
         let mut buffer = Buffer::default();
+        let mut recent = Recent::new(cfg.dedup_window);
         let wal = RecordWal::open(
             &cfg.dir.join("wal"),
             cfg.sync_each_write,
@@ -152,11 +165,13 @@ impl RecordStore {
             |b| match b {
                 Batch::Spans(s) => {
                     catalog.add_spans(&s);
-                    buffer.add_spans(s);
+                    recent.remember(&s, span_key);
+                    buffer.add_spans(s.into());
                 }
                 Batch::Logs(l) => {
                     catalog.add_logs(&l);
-                    buffer.add_logs(l);
+                    recent.remember(&l, log_key);
+                    buffer.add_logs(l.into());
                 }
             },
         )?;
@@ -164,7 +179,11 @@ impl RecordStore {
         Ok(RecordStore {
             cfg,
             wal,
-            live: RwLock::new(Live { buffer, since }),
+            live: RwLock::new(Live {
+                buffer,
+                since,
+                recent,
+            }),
             flushing: RwLock::new(Vec::new()),
             segments: RwLock::new(segments.into_iter().map(|(_, s)| s).collect()),
             catalog: Mutex::new(catalog),
@@ -182,31 +201,61 @@ impl RecordStore {
         Ok(())
     }
 
-    /// Makes spans durable in the WAL, then queryable. Returns once both hold.
-    pub fn append_spans(&self, spans: Vec<SpanRecord>) -> Result<()> {
+    /// Makes spans durable in the WAL, then queryable. Returns once both
+    /// hold, with the spans that were new: re-deliveries of spans stored
+    /// recently are dropped (`dedup.rs`), so what follows the store (live
+    /// tail, the pipeline) sees each span once.
+    pub fn append_spans(&self, spans: Vec<SpanRecord>) -> Result<Arc<[SpanRecord]>> {
         if spans.is_empty() {
-            return Ok(());
+            return Ok(Arc::from(spans));
         }
         let mut live = self.live.write();
         self.check_room(&live)?;
-        self.wal.append_spans(&spans)?;
+        let live = &mut *live;
+        let (spans, admitted) = live.recent.filter(spans, span_key);
+        let spans: Arc<[SpanRecord]> = spans.into();
+        let written = if spans.is_empty() {
+            Ok(())
+        } else {
+            self.wal.append_spans(&spans)
+        };
+        // Only a batch in the WAL counts as stored: a refused one must be
+        // taken when it is sent again.
+        written?;
+        live.recent.commit(admitted);
         self.catalog.lock().add_spans(&spans);
-        live.since.get_or_insert_with(Instant::now);
-        live.buffer.add_spans(spans);
-        Ok(())
+        if !spans.is_empty() {
+            live.since.get_or_insert_with(Instant::now);
+        }
+        live.buffer.add_spans(spans.clone());
+        Ok(spans)
     }
 
-    pub fn append_logs(&self, logs: Vec<LogRecord>) -> Result<()> {
+    /// As [`append_spans`](Self::append_spans), for log records and events.
+    pub fn append_logs(&self, logs: Vec<LogRecord>) -> Result<Arc<[LogRecord]>> {
         if logs.is_empty() {
-            return Ok(());
+            return Ok(Arc::from(logs));
         }
         let mut live = self.live.write();
         self.check_room(&live)?;
-        self.wal.append_logs(&logs)?;
+        let live = &mut *live;
+        let (logs, admitted) = live.recent.filter(logs, log_key);
+        let logs: Arc<[LogRecord]> = logs.into();
+        let written = if logs.is_empty() {
+            Ok(())
+        } else {
+            self.wal.append_logs(&logs)
+        };
+        // Only a batch in the WAL counts as stored: a refused one must be
+        // taken when it is sent again.
+        written?;
+        live.recent.commit(admitted);
         self.catalog.lock().add_logs(&logs);
-        live.since.get_or_insert_with(Instant::now);
-        live.buffer.add_logs(logs);
-        Ok(())
+        if !logs.is_empty() {
+            live.since.get_or_insert_with(Instant::now);
+        }
+        live.buffer.add_logs(logs.clone());
+        Ok(logs)
     }
 
     pub fn sync(&self) -> Result<()> {
@@ -262,14 +311,14 @@ impl RecordStore {
     fn write_segments(&self, seq: u64, buffer: &Buffer) -> Result<Vec<Arc<Segment>>> {
         let dir = segments_dir(&self.cfg);
         let mut out = Vec::new();
-        if !buffer.spans.is_empty() {
+        if buffer.span_count > 0 {
             let path = dir.join(format!("spans-{seq:08}.parquet"));
-            segment::write_spans(&path, &mut buffer.spans.clone())?;
+            segment::write_spans(&path, &mut buffer.spans().cloned().collect::<Vec<_>>())?;
             out.push(Arc::new(Segment::Spans(SpanSegment::open(&path)?)));
         }
-        if !buffer.logs.is_empty() {
+        if buffer.log_count > 0 {
             let path = dir.join(format!("logs-{seq:08}.parquet"));
-            segment::write_logs(&path, &mut buffer.logs.clone())?;
+            segment::write_logs(&path, &mut buffer.logs().cloned().collect::<Vec<_>>())?;
             out.push(Arc::new(Segment::Logs(LogSegment::open(&path)?)));
         }
         wal::sync_dir(&dir)?;
@@ -306,6 +355,11 @@ impl RecordStore {
             }
         }
         Ok(doomed.len())
+    }
+
+    /// The live buffer's rows as they are now, for a scan that holds no lock.
+    fn live_snapshot(&self) -> Snapshot {
+        self.live.read().buffer.snapshot()
     }
 
     /// Every source of data, newest data first: the live buffer, buffers being
@@ -373,6 +427,16 @@ impl RecordStore {
 
     /// Traces with at least one span matching `q`, newest first.
     pub fn search_traces(&self, q: &TraceQuery) -> Result<Vec<TraceSummary>> {
+        self.search_traces_watched(q, &mut || {})
+    }
+
+    /// `search_traces`, calling `scanned` for each live span it looks at
+    /// (a test holds the search there to show that appends go on).
+    pub(crate) fn search_traces_watched(
+        &self,
+        q: &TraceQuery,
+        scanned: &mut dyn FnMut(),
+    ) -> Result<Vec<TraceSummary>> {
         // Trace id → the latest start of a matching span, for ranking.
         let mut candidates: FxHashMap<TraceId, TimestampNs> = FxHashMap::default();
         let mut consider = |s: &SpanRecord| {
@@ -383,9 +447,14 @@ impl RecordStore {
                 *e = (*e).max(s.start_ns);
             }
         };
-        self.live.read().buffer.spans.iter().for_each(&mut consider);
+        // The lock is held only to copy the list of batches.
+        let live = self.live_snapshot();
+        live.spans().for_each(|s| {
+            scanned();
+            consider(s)
+        });
         for b in self.buffers() {
-            b.spans.iter().for_each(&mut consider);
+            b.spans().for_each(&mut consider);
         }
         let hints = ScanHints {
             start_ns: q.start_ns,
@@ -426,14 +495,16 @@ impl RecordStore {
         // Each source contributes its newest `want` matches; merged, the
         // newest `want` overall are exact.
         let mut found: Vec<LogRecord> = Vec::new();
-        let take_newest = |logs: &[LogRecord], found: &mut Vec<LogRecord>| {
-            let mut matched: Vec<&LogRecord> = logs.iter().filter(|l| q.matches(l)).collect();
+        let take_newest = |found: &mut Vec<LogRecord>,
+                           logs: &mut dyn Iterator<Item = &LogRecord>| {
+            let mut matched: Vec<&LogRecord> = logs.filter(|l| q.matches(l)).collect();
             matched.sort_by_key(|l| std::cmp::Reverse(l.time_ns));
             found.extend(matched.into_iter().take(want).cloned());
         };
-        take_newest(&self.live.read().buffer.logs, &mut found);
+        let live = self.live_snapshot();
+        take_newest(&mut found, &mut live.logs());
         for b in self.buffers() {
-            take_newest(&b.logs, &mut found);
+            take_newest(&mut found, &mut b.logs());
         }
         let hints = ScanHints {
             start_ns: q.start_ns,
@@ -501,10 +572,11 @@ impl RecordStore {
         let flushing = self.flushing.read();
         let segments = self.segments.read();
         Stats {
-            buffered_spans: live.buffer.spans.len()
-                + flushing.iter().map(|(_, b)| b.spans.len()).sum::<usize>(),
-            buffered_logs: live.buffer.logs.len()
-                + flushing.iter().map(|(_, b)| b.logs.len()).sum::<usize>(),
+            buffered_spans: live.buffer.span_count
+                + flushing.iter().map(|(_, b)| b.span_count).sum::<usize>(),
+            buffered_logs: live.buffer.log_count
+                + flushing.iter().map(|(_, b)| b.log_count).sum::<usize>(),
+            dedup_keys: live.recent.len(),
             buffer_bytes: live.buffer.bytes + flushing.iter().map(|(_, b)| b.bytes).sum::<usize>(),
             segments: segments.len(),
             segment_bytes: segments.iter().map(|s| s.meta().bytes).sum(),

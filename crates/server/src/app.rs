@@ -19,10 +19,10 @@ use tokio::sync::{watch, Semaphore};
 use crate::config::Config;
 use crate::policies::Policies;
 use crate::self_metrics::SelfMetrics;
-use crate::spanmetrics::SpanMetrics;
 use crate::tail::Tail;
 use crate::{
-    api, graph_api, grpc, jaeger, policies_api, records_api, stream_api, tail, write, write_records,
+    api, graph_api, grpc, jaeger, policies_api, records_api, stream_api, tail, tasks, write,
+    write_records,
 };
 
 pub struct App {
@@ -32,7 +32,7 @@ pub struct App {
     pub record_limits: RecordLimits,
     pub tail: Tail,
     pub policies: Policies,
-    pub spanmetrics: SpanMetrics,
+    pub pipeline: sonde_pipeline::Pipeline,
     pub engine: Engine,
     pub converter: MetricsConverter,
     pub metrics: SelfMetrics,
@@ -82,7 +82,7 @@ impl App {
             write_permits: Semaphore::new(config.max_inflight_writes.max(1)),
             query_permits: Semaphore::new(config.max_concurrent_queries.max(1)),
             tail: Tail::new(config.max_tail_subscribers),
-            spanmetrics: SpanMetrics::default(),
+            pipeline: sonde_pipeline::Pipeline::standard(&config.pipeline_options()?),
             policies: Policies::open(
                 config.data_dir.join("policies.json"),
                 clock.now_ms().saturating_mul(1_000_000),
@@ -285,7 +285,9 @@ pub async fn serve_with(
             Err(_) => tracing::warn!("requests still running after 10s; closing anyway"),
         }
     }
-    let _ = upkeep.await;
+    for task in upkeep {
+        let _ = task.await;
+    }
     let _ = alerting.await;
     for broker in [mqtt, kafka].into_iter().flatten() {
         let _ = broker.await;
@@ -311,80 +313,124 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// Periodic fsync (for the interval policy) and storage maintenance, as two
-/// tasks: a long maintenance run must not stretch the fsync interval, which
-/// bounds what a power loss can take.
-fn spawn_upkeep(state: AppState, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    let fsync = match state.store.options().fsync {
-        FsyncPolicy::IntervalMs(ms) => Some(Duration::from_millis(ms)),
-        _ => None,
-    };
-    let sync_task = fsync.map(|every| {
-        let (state, mut stop) = (state.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        let st = state.clone();
-                        let synced = tokio::task::spawn_blocking(move || {
-                            st.store.sync().map_err(|e| e.to_string())?;
-                            st.records.sync().map_err(|e| e.to_string())
-                        });
-                        if let Ok(Err(e)) = synced.await {
-                            tracing::error!("WAL fsync failed: {e}");
-                        }
+/// The upkeep, as independent supervised tasks (`tasks.rs`): WAL fsync (for
+/// the interval policy), the pipeline's tick and policy expiry, the
+/// Parquet flush, TSDB maintenance and span/log retention. None waits for
+/// another: a long compaction must not stretch the fsync interval (which
+/// bounds what a power loss can take) nor delay a flush or derived metrics.
+fn spawn_upkeep(state: AppState, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut handles = Vec::new();
+    if let FsyncPolicy::IntervalMs(ms) = state.store.options().fsync {
+        let (st, stop2) = (state.clone(), stop.clone());
+        handles.push(tasks::supervise("wal-fsync", stop.clone(), move || {
+            let (st, stop) = (st.clone(), stop2.clone());
+            tasks::every(Duration::from_millis(ms), stop, move || {
+                let st = st.clone();
+                async move {
+                    let synced = tasks::blocking(move || {
+                        st.store.sync().map_err(|e| e.to_string())?;
+                        st.records.sync().map_err(|e| e.to_string())
+                    });
+                    if let Err(e) = synced.await {
+                        tracing::error!("WAL fsync failed: {e}");
                     }
-                    _ = stop.changed() => return,
+                }
+            })
+        }));
+    }
+    let (st, stop2) = (state.clone(), stop.clone());
+    handles.push(tasks::supervise("pipeline", stop.clone(), move || {
+        let (st, stop) = (st.clone(), stop2.clone());
+        tasks::every(Duration::from_secs(1), stop, move || {
+            let st = st.clone();
+            async move {
+                st.policies
+                    .expire(st.clock.now_ms().saturating_mul(1_000_000));
+                tasks::blocking(move || {
+                    let mut sink = StoreSink { st: &st };
+                    st.pipeline.tick(st.clock.now_ms(), &mut sink);
+                })
+                .await
+            }
+        })
+    }));
+    let (st, stop2) = (state.clone(), stop.clone());
+    handles.push(tasks::supervise("parquet-flush", stop.clone(), move || {
+        let (st, stop) = (st.clone(), stop2.clone());
+        tasks::every(Duration::from_secs(1), stop, move || {
+            let st = st.clone();
+            async move {
+                if st.records.needs_flush() {
+                    if let Err(e) = tasks::blocking(move || st.records.flush()).await {
+                        tracing::error!("writing spans and logs to Parquet failed: {e}");
+                    }
                 }
             }
         })
-    });
-    let mut stop = stop;
-    tokio::spawn(async move {
-        // Every minute, or at once when a burst (a backfill, say) has
-        // stretched the head past what a cut would leave: the head's memory
-        // is bounded by time, not only by the clock of this loop.
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut last = tokio::time::Instant::now();
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    state.policies.expire(state.clock.now_ms().saturating_mul(1_000_000));
-                    let st = state.clone();
-                    let derived = tokio::task::spawn_blocking(move || {
-                        let series = st.spanmetrics.collect(st.clock.now_ms());
-                        if series.is_empty() { Ok(()) } else { st.store.append(&series).map(|_| ()) }
-                    });
-                    if let Ok(Err(e)) = derived.await {
-                        tracing::error!("storing metrics derived from spans failed: {e}");
-                    }
-                    if state.records.needs_flush() {
-                        let st = state.clone();
-                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.records.flush()).await {
-                            tracing::error!("writing spans and logs to Parquet failed: {e}");
+    }));
+    let (st, stop2) = (state.clone(), stop.clone());
+    handles.push(tasks::supervise(
+        "tsdb-maintenance",
+        stop.clone(),
+        move || {
+            let (st, stop) = (st.clone(), stop2.clone());
+            // Every minute, or at once when a burst (a backfill, say) has
+            // stretched the head past what a cut would leave: the head's memory
+            // is bounded by time, not only by the clock of this loop.
+            let mut last = tokio::time::Instant::now();
+            tasks::every(Duration::from_secs(1), stop, move || {
+                let st = st.clone();
+                let due = last.elapsed() >= Duration::from_secs(60) || st.store.needs_maintenance();
+                if due {
+                    last = tokio::time::Instant::now();
+                }
+                async move {
+                    if due {
+                        if let Err(e) = tasks::blocking(move || st.store.maintain()).await {
+                            tracing::error!("storage maintenance failed: {e}");
                         }
                     }
-                    if last.elapsed() < Duration::from_secs(60) && !state.store.needs_maintenance() {
-                        continue;
-                    }
-                    last = tokio::time::Instant::now();
-                    let store = state.store.clone();
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.maintain()).await {
-                        tracing::error!("storage maintenance failed: {e}");
-                    }
-                    let st = state.clone();
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || apply_records_retention(&st)).await {
+                }
+            })
+        },
+    ));
+    let (st, stop2) = (state.clone(), stop.clone());
+    handles.push(tasks::supervise(
+        "records-retention",
+        stop.clone(),
+        move || {
+            let (st, stop) = (st.clone(), stop2.clone());
+            tasks::every(Duration::from_secs(60), stop, move || {
+                let st = st.clone();
+                async move {
+                    if let Err(e) = tasks::blocking(move || apply_records_retention(&st)).await {
                         tracing::error!("span and log retention failed: {e}");
                     }
                 }
-                _ = stop.changed() => break,
-            }
+            })
+        },
+    ));
+    handles
+}
+
+/// Where the pipeline's derived series and events go: the stores, as if
+/// they had been written to the API.
+struct StoreSink<'a> {
+    st: &'a App,
+}
+
+impl sonde_pipeline::Sink for StoreSink<'_> {
+    fn series(&mut self, series: Vec<sonde_model::Series>) {
+        if let Err(e) = self.st.store.append(&series) {
+            tracing::error!("storing derived series failed: {e}");
         }
-        if let Some(t) = sync_task {
-            let _ = t.await;
+    }
+
+    fn event(&mut self, event: sonde_model::records::LogRecord) {
+        if let Err(e) = crate::write_records::store_logs(self.st, vec![event]) {
+            tracing::error!("storing a derived event failed: {e:?}");
         }
-    })
+    }
 }
 
 /// Age retention is the metrics' `retention`; a `retention_size` is one

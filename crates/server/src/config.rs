@@ -104,6 +104,14 @@ pub struct Config {
     /// How often anomaly rules' detectors learn a point unless a rule sets
     /// `step` (at least the group's interval).
     pub anomaly_step: String,
+    /// How long, in the data's own time, metrics derived from spans wait
+    /// for late data before a second is final.
+    pub pipeline_lateness: String,
+    /// Derived series not updated for this long (data time) are dropped.
+    pub pipeline_idle: String,
+    /// Recently stored spans and log records remembered to drop their
+    /// re-deliveries (0: off).
+    pub dedup_window_records: usize,
     /// Kafka bootstrap servers, `host:port,...`; empty: no Kafka ingest.
     pub kafka_brokers: String,
     /// The consumer group: one per Sonde deployment, shared by its nodes.
@@ -183,6 +191,9 @@ impl Default for Config {
             external_url: String::new(),
             anomaly_detection: "auto".into(),
             anomaly_step: "1s".into(),
+            pipeline_lateness: "2s".into(),
+            pipeline_idle: "15m".into(),
+            dedup_window_records: sonde_records::DEFAULT_DEDUP_WINDOW,
             kafka_brokers: String::new(),
             kafka_group_id: "sonde".into(),
             kafka_topics: vec![
@@ -352,7 +363,21 @@ impl Config {
         c.retention = parse_duration(&self.retention).with_context(|| {
             format!("setting retention: {:?} is not a duration", self.retention)
         })?;
+        c.dedup_window = self.dedup_window_records;
         Ok(c)
+    }
+
+    /// The stream processors' settings.
+    pub fn pipeline_options(&self) -> anyhow::Result<sonde_pipeline::Options> {
+        let ms = |name: &str, v: &str| {
+            parse_duration(v)
+                .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
+                .with_context(|| format!("setting {name}: {v:?} is not a duration"))
+        };
+        Ok(sonde_pipeline::Options {
+            lateness_ms: ms("pipeline_lateness", &self.pipeline_lateness)?,
+            idle_ms: ms("pipeline_idle", &self.pipeline_idle)?.max(1_000),
+        })
     }
 
     /// (lookback delta, query timeout).
@@ -462,6 +487,8 @@ impl Defaults for toml::Table {
             ("external_url", &d.external_url),
             ("anomaly_detection", &d.anomaly_detection),
             ("anomaly_step", &d.anomaly_step),
+            ("pipeline_lateness", &d.pipeline_lateness),
+            ("pipeline_idle", &d.pipeline_idle),
             ("kafka_brokers", &d.kafka_brokers),
             ("kafka_group_id", &d.kafka_group_id),
             ("kafka_dead_letter_topic", &d.kafka_dead_letter_topic),
@@ -481,6 +508,7 @@ impl Defaults for toml::Table {
             ("max_inflight_writes", d.max_inflight_writes),
             ("max_series", d.max_series),
             ("max_record_attributes", d.max_record_attributes),
+            ("dedup_window_records", d.dedup_window_records),
             ("max_attribute_value_length", d.max_attribute_value_length),
             ("max_exemplars", d.max_exemplars),
             ("max_tail_subscribers", d.max_tail_subscribers),

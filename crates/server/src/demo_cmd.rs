@@ -88,8 +88,8 @@ const DEMO_RULES: &str = r#"groups:
     rules:
       - record: service:server_errors:ratio_rate1m
         expr: |
-          sum by (service_name) (rate(traces_span_metrics_calls_total{span_kind="SPAN_KIND_SERVER",status_code="STATUS_CODE_ERROR"}[1m]))
-          / sum by (service_name) (rate(traces_span_metrics_calls_total{span_kind="SPAN_KIND_SERVER"}[1m]))
+          sum by (service_name) (rate(traces_span_metrics_calls_total{span_kind=~"SPAN_KIND_SERVER|SPAN_KIND_CONSUMER",status_code="STATUS_CODE_ERROR"}[1m]))
+          / sum by (service_name) (rate(traces_span_metrics_calls_total{span_kind=~"SPAN_KIND_SERVER|SPAN_KIND_CONSUMER"}[1m]))
       - alert: HighErrorRate
         expr: service:server_errors:ratio_rate1m > 0.05
         for: 10s
@@ -156,4 +156,17 @@ pub fn run(
         );
         Ok(Box::new(Running { demo, agent }) as Box<dyn Companion>)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use sonde_pipeline::names;
+
+    #[test]
+    fn the_demo_rules_count_requests_as_the_pipeline_defines_them() {
+        let requests = names::requests(names::SPAN_CALLS, &[]);
+        let errors = names::requests(names::SPAN_CALLS, &[names::ERROR_MATCHER]);
+        assert!(super::DEMO_RULES.contains(&format!("rate({requests}[1m])")));
+        assert!(super::DEMO_RULES.contains(&format!("rate({errors}[1m])")));
+    }
 }

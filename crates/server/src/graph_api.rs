@@ -10,6 +10,8 @@ use axum::response::Response;
 use serde_json::{json, Value};
 use sonde_query::Value as QValue;
 
+use sonde_pipeline::names;
+
 use crate::api::{off_thread, success, ApiError, Params, StoreQueryable};
 use crate::app::AppState;
 
@@ -54,28 +56,34 @@ pub async fn service_graph(State(state): State<AppState>, RawQuery(query): RawQu
         }
         let secs = ((end - start) / 1000).max(1);
         let range = format!("{secs}s");
-        let total = vector(st, &format!("sum by (client, server, connection_type) (increase(traces_service_graph_request_total[{range}]))"), end)?;
-        let failed: BTreeMap<_, f64> = vector(st, &format!("sum by (client, server) (increase(traces_service_graph_request_failed_total[{range}]))"), end)?
+        let total = vector(st, &format!("sum by (client, server, connection_type) (increase({}[{range}]))", names::GRAPH_REQUESTS), end)?;
+        let failed: BTreeMap<_, f64> = vector(st, &format!("sum by (client, server) (increase({}[{range}]))", names::GRAPH_REQUESTS_FAILED), end)?
             .into_iter()
             .map(|(l, v)| (key(&l), v))
             .collect();
-        let quantile = |q: f64, side: &str| -> Result<BTreeMap<(String, String), f64>, ApiError> {
+        let quantile = |q: f64, histogram: &str| -> Result<BTreeMap<(String, String), f64>, ApiError> {
             Ok(vector(st, &format!(
-                "histogram_quantile({q}, sum by (client, server, le) (increase(traces_service_graph_request_{side}_seconds_bucket[{range}])))"
+                "histogram_quantile({q}, sum by (client, server, le) (increase({}[{range}])))",
+                names::bucket(histogram)
             ), end)?
             .into_iter()
             .map(|(l, v)| (key(&l), v))
             .collect())
         };
-        let (p50, p95) = (quantile(0.5, "client")?, quantile(0.95, "client")?);
+        let (p50, p95) = (
+            quantile(0.5, names::GRAPH_CLIENT_SECONDS)?,
+            quantile(0.95, names::GRAPH_CLIENT_SECONDS)?,
+        );
         let served: BTreeMap<String, f64> = vector(st, &format!(
-            "sum by (service_name) (increase(traces_span_metrics_calls_total{{span_kind=\"SPAN_KIND_SERVER\"}}[{range}]))"
+            "sum by (service_name) (increase({}[{range}]))",
+            names::requests(names::SPAN_CALLS, &[])
         ), end)?
         .into_iter()
         .map(|(l, v)| (l.get("service_name").cloned().unwrap_or_default(), v))
         .collect();
         let served_errors: BTreeMap<String, f64> = vector(st, &format!(
-            "sum by (service_name) (increase(traces_span_metrics_calls_total{{span_kind=\"SPAN_KIND_SERVER\",status_code=\"STATUS_CODE_ERROR\"}}[{range}]))"
+            "sum by (service_name) (increase({}[{range}]))",
+            names::requests(names::SPAN_CALLS, &[names::ERROR_MATCHER])
         ), end)?
         .into_iter()
         .map(|(l, v)| (l.get("service_name").cloned().unwrap_or_default(), v))

@@ -30,8 +30,8 @@ const CHANNEL_BATCHES: usize = 1024;
 
 #[derive(Debug)]
 pub enum TailBatch {
-    Spans(Vec<SpanRecord>),
-    Logs(Vec<LogRecord>),
+    Spans(Arc<[SpanRecord]>),
+    Logs(Arc<[LogRecord]>),
 }
 
 pub struct Tail {

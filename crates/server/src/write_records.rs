@@ -142,17 +142,7 @@ pub(crate) async fn store_records_request(
             RecordsRequest::Traces(req) => {
                 let batch = otlp::convert_traces(&req, &limits);
                 let accepted = batch.spans.len() as u64;
-                st.spanmetrics.observe(&batch.spans);
-                if st.tail.has_subscribers() {
-                    st.records
-                        .append_spans(batch.spans.clone())
-                        .map_err(storage_error)?;
-                    st.tail.publish(TailBatch::Spans(batch.spans));
-                } else {
-                    st.records
-                        .append_spans(batch.spans)
-                        .map_err(storage_error)?;
-                }
+                store_spans(&st, batch.spans)?;
                 Ok(RecordsOutcome {
                     signal: Signal::Traces,
                     accepted,
@@ -184,18 +174,30 @@ pub(crate) async fn store_records_request(
     Ok(outcome)
 }
 
-/// Stores converted log records and publishes them to live tail. Blocking.
+/// Stores converted spans, then shows the new ones (re-deliveries are
+/// dropped by the store) to the pipeline and live tail. Blocking.
+pub(crate) fn store_spans(
+    st: &crate::app::App,
+    spans: Vec<sonde_model::records::SpanRecord>,
+) -> Result<(), RequestError> {
+    let stored = st.records.append_spans(spans).map_err(storage_error)?;
+    st.pipeline.on_spans(&stored, st.clock.now_ms());
+    if st.tail.has_subscribers() && !stored.is_empty() {
+        st.tail.publish(TailBatch::Spans(stored));
+    }
+    Ok(())
+}
+
+/// Stores converted log records, then shows the new ones to the pipeline
+/// and live tail. Blocking.
 pub(crate) fn store_logs(
     st: &crate::app::App,
     logs: Vec<sonde_model::records::LogRecord>,
 ) -> Result<(), RequestError> {
-    if st.tail.has_subscribers() {
-        st.records
-            .append_logs(logs.clone())
-            .map_err(storage_error)?;
-        st.tail.publish(TailBatch::Logs(logs));
-    } else {
-        st.records.append_logs(logs).map_err(storage_error)?;
+    let stored = st.records.append_logs(logs).map_err(storage_error)?;
+    st.pipeline.on_logs(&stored, st.clock.now_ms());
+    if st.tail.has_subscribers() && !stored.is_empty() {
+        st.tail.publish(TailBatch::Logs(stored));
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! The built-in anomaly rules: every service's request rate, error ratio
-//! and p95 latency (from the span-derived RED metrics of `spanmetrics.rs`)
+//! and p95 latency (from the span-derived RED metrics of the pipeline's `spanmetrics`)
 //! and every host's CPU, memory and network (from `sonde agent`'s
 //! hostmetrics names) are watched without any rule file, as one more
 //! group evaluated like the user's.
@@ -9,6 +9,8 @@
 //! in `/api/v1/rules`; only the source is different.
 
 use std::time::Duration;
+
+use sonde_pipeline::names;
 
 use super::rules::{self, Group};
 
@@ -58,15 +60,13 @@ impl Mode {
     }
 }
 
-/// The spans where a service answers work: requests it serves and
-/// messages it consumes; its own outgoing calls would count twice.
-const ENTRY: &str = r#"span_kind=~"SPAN_KIND_SERVER|SPAN_KIND_CONSUMER""#;
-
 /// (alert name, expression, summary, min_change) of each rule.
 fn specs() -> Vec<(&'static str, String, &'static str, f64)> {
-    let calls = |extra: &str| {
+    // Requests as the pipeline defines them (`names::is_request`).
+    let calls = |more: &[&str]| {
         format!(
-            "sum by (service_name) (rate(traces_span_metrics_calls_total{{{ENTRY}{extra}}}[1m]))"
+            "sum by (service_name) (rate({}[1m]))",
+            names::requests(names::SPAN_CALLS, more)
         )
     };
     // The agent names the host in `instance`; `host_name` lets the event
@@ -76,7 +76,7 @@ fn specs() -> Vec<(&'static str, String, &'static str, f64)> {
     vec![
         (
             "ServiceRequestRate",
-            calls(""),
+            calls(&[]),
             "{{ $labels.service_name }}: unusual request rate",
             MIN_CHANGE,
         ),
@@ -86,8 +86,8 @@ fn specs() -> Vec<(&'static str, String, &'static str, f64)> {
             // start, so the detector knows its normal before the first error.
             format!(
                 "({errors} or 0 * {all}) / {all}",
-                errors = calls(r#",status_code="STATUS_CODE_ERROR""#),
-                all = calls(""),
+                errors = calls(&[names::ERROR_MATCHER]),
+                all = calls(&[]),
             ),
             "{{ $labels.service_name }}: unusual share of failed requests",
             MIN_CHANGE_ERRORS,
@@ -95,7 +95,8 @@ fn specs() -> Vec<(&'static str, String, &'static str, f64)> {
         (
             "ServiceLatencyP95",
             format!(
-                "histogram_quantile(0.95, sum by (service_name, le) (rate(traces_span_metrics_duration_seconds_bucket{{{ENTRY}}}[1m])))"
+                "histogram_quantile(0.95, sum by (service_name, le) (rate({}[1m])))",
+                names::requests(&names::bucket(names::SPAN_DURATION), &[])
             ),
             "{{ $labels.service_name }}: unusual p95 latency",
             MIN_CHANGE,

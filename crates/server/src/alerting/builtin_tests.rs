@@ -1,5 +1,5 @@
 //! Tests of the built-in anomaly rules: their shape, and their expressions
-//! run through the real PromQL engine over what `spanmetrics.rs` derives
+//! run through the real PromQL engine over what the pipeline's `spanmetrics` derives
 //! from spans and the agent's metric names.
 
 use std::collections::HashMap;
@@ -13,7 +13,8 @@ use sonde_query::{Engine, Queryable, Value};
 use super::*;
 use crate::alerting::eval::{eval_group, Backend, GroupState, Settings};
 use crate::alerting::rules::{Kind, DEFAULT_ANOMALY_SCORE};
-use crate::spanmetrics::SpanMetrics;
+use sonde_pipeline::spanmetrics::SpanMetrics;
+use sonde_pipeline::{Collect, Options, Processor};
 
 #[test]
 fn the_group_follows_the_setting() {
@@ -125,9 +126,33 @@ impl Backend for Server {
     }
 }
 
-/// A span with the given service, kind and duration (spanmetrics' helper).
-fn span(service: &str, kind: SpanKind, ms: i64, error: bool) -> SpanRecord {
-    crate::spanmetrics::tests::span(service, 2, None, kind, ms, error)
+/// A span with the given service, kind and duration, ending at `end_ms`.
+fn span(service: &str, kind: SpanKind, ms: i64, error: bool, end_ms: i64) -> SpanRecord {
+    use sonde_model::records::{Origin, SpanId, StatusCode, TraceId};
+    SpanRecord {
+        trace_id: TraceId([1; 16]),
+        span_id: SpanId([2; 8]),
+        parent_span_id: None,
+        trace_state: String::new(),
+        flags: 1,
+        name: "GET /x".into(),
+        kind,
+        start_ns: (end_ms - ms) * 1_000_000,
+        end_ns: end_ms * 1_000_000,
+        status: if error {
+            StatusCode::Error
+        } else {
+            StatusCode::Unset
+        },
+        status_message: String::new(),
+        origin: std::sync::Arc::new(Origin {
+            service: service.into(),
+            ..Origin::default()
+        }),
+        attributes: vec![],
+        events: vec![],
+        links: vec![],
+    }
 }
 
 fn gauge(name: &str, labels: &[(&str, &str)], t: i64, v: f64) -> Series {
@@ -158,7 +183,10 @@ fn values(server: &Server, expr: &str, t: i64) -> Vec<(Labels, f64)> {
 fn builtin_rules_watch_services_and_hosts_and_catch_an_error_spike() {
     let g = group(Mode::Auto, Duration::from_secs(1)).unwrap();
     let server = Server::default();
-    let red = SpanMetrics::default();
+    let mut red = SpanMetrics::new(&Options {
+        lateness_ms: 0,
+        ..Options::default()
+    });
     let mut state = GroupState::new(&g);
     let settings = Settings {
         resend_delay_ms: 60_000,
@@ -182,15 +210,18 @@ fn builtin_rules_watch_services_and_hosts_and_catch_an_error_spike() {
         // spans, which are not requests); failures only from `spike_at`.
         for n in 0..(9 + i % 3) {
             let error = i >= spike_at && n % 2 == 0;
-            spans.push(span("shop", SpanKind::Server, 20 + n % 5, error));
-            spans.push(span("shop", SpanKind::Client, 5, false));
+            spans.push(span("shop", SpanKind::Server, 20 + n % 5, error, t - 1));
+            spans.push(span("shop", SpanKind::Client, 5, false, t - 1));
         }
         // cart: 5 consumed messages a second, steady throughout.
         for _ in 0..5 {
-            spans.push(span("cart", SpanKind::Consumer, 300, false));
+            spans.push(span("cart", SpanKind::Consumer, 300, false, t - 1));
         }
-        red.observe(&spans);
-        let mut batch = red.collect(t);
+        // The second ending at t is complete: it is derived at t.
+        red.on_spans(&spans, t - 1);
+        let mut derived = Collect::default();
+        red.tick(t, &mut derived);
+        let mut batch = derived.series;
         let busy = 0.25 + 0.01 * (i % 2) as f64;
         batch.extend([
             gauge(

@@ -383,12 +383,12 @@ impl Backend for App {
             }),
             attributes,
         };
-        if self.tail.has_subscribers() {
-            self.tail
-                .publish(crate::tail::TailBatch::Logs(vec![event.clone()]));
-        }
-        if let Err(e) = self.records.append_logs(vec![event]) {
-            tracing::warn!("cannot store an anomaly event: {e}");
+        match self.records.append_logs(vec![event]) {
+            Ok(stored) if self.tail.has_subscribers() => {
+                self.tail.publish(crate::tail::TailBatch::Logs(stored));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot store an anomaly event: {e}"),
         }
     }
 }
