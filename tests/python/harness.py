@@ -113,7 +113,7 @@ class Sonde(LoggedProcess):
         if not Path(self.binary).is_file():
             raise FileNotFoundError(
                 f"sonde binary not found at {self.binary}; build it with "
-                "`cargo build -p sonde-server` or set SONDE_BIN"
+                "`cargo build -p sonde-cli` or set SONDE_BIN"
             )
         self.tmp = Path(tempfile.mkdtemp(prefix="sonde-test-"))
         self.data_dir = self.tmp / "data"

@@ -12,7 +12,7 @@
 # - installs prometheus-node-exporter and netdata if missing (apt-get, with a
 #   temporary /usr/sbin/policy-rc.d so the packages start no service; if a
 #   service was started all the same, it is stopped and disabled);
-# - builds `sonde` (cargo build --release -p sonde-server, CARGO_TARGET_DIR
+# - builds `sonde` (cargo build --release -p sonde-cli, CARGO_TARGET_DIR
 #   defaults to ~/.cache/sonde-target) unless --sonde PATH is given;
 # - for each system: starts it as a child of this script, waits --warmup
 #   seconds, then samples its whole process tree once a second for
@@ -150,7 +150,7 @@ fi
 if [ -z "$SONDE_BIN" ]; then
     export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sonde-target}
     log "building sonde (release) in $CARGO_TARGET_DIR"
-    (cd "$REPO" && cargo build --release -p sonde-server >&2)
+    (cd "$REPO" && cargo build --release -p sonde-cli >&2)
     SONDE_BIN=$CARGO_TARGET_DIR/release/sonde
 fi
 [ -x "$SONDE_BIN" ] || { echo "no sonde binary at $SONDE_BIN" >&2; exit 1; }

@@ -304,7 +304,7 @@ fn alias(bin: &Path, root: &Path, name: &str) -> anyhow::Result<PathBuf> {
 fn sonde_command(bin: &Path, data: &Path, addr: &str) -> anyhow::Result<Command> {
     if !bin.exists() {
         bail!(
-            "{} not found; build it with cargo build --release -p sonde-server, or pass --sonde-bin",
+            "{} not found; build it with cargo build --release -p sonde-cli, or pass --sonde-bin",
             bin.display()
         );
     }

@@ -454,6 +454,63 @@ impl Config {
     }
 }
 
+/// One setting for `sonde serve --help`: its key, its default as a flag
+/// value, and the comment above it in `sonde.example.toml`.
+#[derive(Debug, Clone)]
+pub struct SettingDoc {
+    pub key: String,
+    pub default: String,
+    pub help: String,
+}
+
+/// The example configuration, the settings' documentation.
+pub const EXAMPLE_TOML: &str = include_str!("../../../sonde.example.toml");
+
+/// Every setting, in the example file's order, with its help.
+pub fn settings() -> Vec<SettingDoc> {
+    let defaults = toml::Table::try_from_defaults();
+    let mut docs: Vec<SettingDoc> = Vec::new();
+    let mut comment: Vec<&str> = Vec::new();
+    for line in EXAMPLE_TOML.lines() {
+        let line = line.trim();
+        if let Some(c) = line.strip_prefix('#') {
+            comment.push(c.trim());
+            continue;
+        }
+        let key = line.split('=').next().unwrap_or("").trim();
+        if let Some(v) = defaults.get(key) {
+            let text = |v: &toml::Value| match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => String::new(),
+            };
+            let default = match v {
+                toml::Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(","),
+                other => text(other),
+            };
+            docs.push(SettingDoc {
+                key: key.to_string(),
+                default,
+                help: comment.join(" "),
+            });
+        }
+        comment.clear();
+    }
+    // A key the example does not list still gets a flag.
+    for key in defaults.keys() {
+        if !docs.iter().any(|d| &d.key == key) {
+            docs.push(SettingDoc {
+                key: key.clone(),
+                default: String::new(),
+                help: String::new(),
+            });
+        }
+    }
+    docs
+}
+
 trait Defaults {
     fn try_from_defaults() -> toml::Table;
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use sonde_demo::{Demo, DemoConfig};
 
-use crate::app::{self, Companion};
-use crate::config::{parse_duration, Config};
+use sonde_server::config::{parse_duration, Config};
+use sonde_server::Companion;
 
 struct Running {
     demo: Demo,
@@ -119,7 +119,7 @@ pub fn run(
         .thread_name("sonde")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(app::serve_with(config, move |cfg| {
+    runtime.block_on(sonde_server::serve_with(config, move |cfg| {
         let api = local_url(&cfg.api_addr);
         demo.endpoint = local_url(&cfg.otlp_http_addr);
         demo.api = Some(api.clone());

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use crate::cli::{get, time_arg, Args};
+use crate::client::{get, time_arg, Args};
 
 fn ns_text(v: &Value) -> String {
     let ns: i64 = v.as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -71,20 +71,8 @@ fn search_params(a: &Args, names: &[(&str, &str)]) -> anyhow::Result<Vec<(&'stat
     Ok(params)
 }
 
-fn attr_params(args: &[String]) -> Vec<(&'static str, String)> {
-    // --attr may repeat; Args keeps only flags, so scan the raw list.
-    let mut out = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if a == "--attr" {
-            if let Some(v) = it.next() {
-                out.push(("attr", v.clone()));
-            }
-        } else if let Some(v) = a.strip_prefix("--attr=") {
-            out.push(("attr", v.to_string()));
-        }
-    }
-    out
+fn attr_params(a: &Args) -> Vec<(&'static str, String)> {
+    a.flags("attr").map(|v| ("attr", v.to_string())).collect()
 }
 
 fn print_log(l: &Value) {
@@ -155,9 +143,8 @@ fn follow(a: &Args, signal: &str, params: &[(&'static str, String)]) -> anyhow::
     Ok(())
 }
 
-/// Runs a record command; returns false if `command` is not one.
-pub fn run(command: &str, a: &Args) -> anyhow::Result<bool> {
-    let raw: Vec<String> = std::env::args().collect();
+/// Runs a record command, or passes it on to the policy commands.
+pub(crate) fn run(command: &str, a: &Args) -> anyhow::Result<()> {
     match command {
         "trace" => {
             let id = a.one("trace id")?;
@@ -201,7 +188,7 @@ pub fn run(command: &str, a: &Args) -> anyhow::Result<bool> {
             if a.flag("errors").is_some_and(|v| v == "true") {
                 params.push(("status", "error".into()));
             }
-            params.extend(attr_params(&raw));
+            params.extend(attr_params(a));
             for t in get(&a.server, "/api/v1/traces", &params)?
                 .as_array()
                 .into_iter()
@@ -238,13 +225,13 @@ pub fn run(command: &str, a: &Args) -> anyhow::Result<bool> {
                     ("limit", "limit"),
                 ],
             )?;
-            params.extend(attr_params(&raw));
+            params.extend(attr_params(a));
             if let Some(n) = a.flag("name") {
                 params.push(("name", n.to_string()));
             }
             if a.flag("follow").is_some_and(|v| v == "true") {
                 follow(a, command, &params)?;
-                return Ok(true);
+                return Ok(());
             }
             let data = get(&a.server, &format!("/api/v1/{command}"), &params)?;
             let mut logs = data["logs"].as_array().cloned().unwrap_or_default();
@@ -281,9 +268,9 @@ pub fn run(command: &str, a: &Args) -> anyhow::Result<bool> {
                 );
             }
         }
-        other => return crate::cli_policies::run(other, a),
+        other => return crate::policies::run(other, a),
     }
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]

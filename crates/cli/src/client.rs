@@ -2,50 +2,76 @@
 //!
 //! `sonde query 'rate(x[5m])'`, `sonde query-range EXPR --start -1h`,
 //! `sonde series 'up{job="api"}'`, `sonde labels [NAME]`, `sonde flush`;
-//! traces, logs and events are in `cli_records.rs`.
+//! traces, logs and events are in `records.rs`, policies in `policies.rs`.
 
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
 
+/// A client command's arguments: its positional values in order, the
+/// server, and the flags given (a repeated flag once per value).
 pub(crate) struct Args {
     pub positional: Vec<String>,
     pub server: String,
-    flags: Vec<(String, String)>,
+    pub flags: Vec<(String, String)>,
 }
 
-pub(crate) fn parse(args: &[String]) -> anyhow::Result<Args> {
-    let mut out = Args {
-        positional: Vec::new(),
-        server: std::env::var("SONDE_SERVER").unwrap_or_else(|_| DEFAULT_SERVER.into()),
-        flags: Vec::new(),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if let Some(flag) = a.strip_prefix("--") {
-            let (k, v) = match flag.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (
-                    flag.to_string(),
-                    it.next()
-                        .with_context(|| format!("flag --{flag} needs a value"))?
-                        .clone(),
-                ),
-            };
-            if k == "server" {
-                out.server = v.trim_end_matches('/').to_string();
-            } else {
-                out.flags.push((k, v));
-            }
-        } else {
-            out.positional.push(a.clone());
-        }
-    }
-    Ok(out)
+/// The ids of positional arguments in `command()`; all others are flags.
+pub(crate) const POSITIONAL: [&str; 4] = ["expr", "selector", "label", "id"];
+
+pub(crate) fn server_from_env() -> String {
+    std::env::var("SONDE_SERVER")
+        .unwrap_or_else(|_| DEFAULT_SERVER.into())
+        .trim_end_matches('/')
+        .to_string()
 }
 
 impl Args {
+    /// From clap's matches; `first` goes before the positional values
+    /// (the subcommand of `policy`).
+    pub(crate) fn from_matches(m: &clap::ArgMatches, first: Option<&str>) -> Args {
+        let mut out = Args {
+            positional: first.map(str::to_string).into_iter().collect(),
+            server: m
+                .try_get_one::<String>("server")
+                .ok()
+                .flatten()
+                .map(|s| s.trim_end_matches('/').to_string())
+                .unwrap_or_else(server_from_env),
+            flags: Vec::new(),
+        };
+        for id in m.ids() {
+            let id = id.as_str();
+            if id == "server" {
+                continue;
+            }
+            let values: Vec<String> = m
+                .get_many::<String>(id)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            if POSITIONAL.contains(&id) {
+                out.positional.extend(values);
+            } else {
+                out.flags
+                    .extend(values.into_iter().map(|v| (id.to_string(), v)));
+            }
+        }
+        out
+    }
+}
+
+impl Args {
+    /// Every value of a repeated flag, in order.
+    pub(crate) fn flags<'a>(&'a self, k: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.flags
+            .iter()
+            .filter(move |(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub(crate) fn flag(&self, k: &str) -> Option<&str> {
         self.flags
             .iter()
@@ -72,11 +98,11 @@ pub(crate) fn time_arg(s: &str) -> anyhow::Result<String> {
         return Ok(format!("{now:.3}"));
     }
     if let Some(ago) = s.strip_prefix('-') {
-        let d = crate::config::parse_duration(ago)
+        let d = sonde_server::config::parse_duration(ago)
             .with_context(|| format!("{s:?} is not a time like -1h"))?;
         return Ok(format!("{:.3}", now - d.as_secs_f64()));
     }
-    let ms = crate::api::parse_time(s)
+    let ms = sonde_server::parse_time(s)
         .with_context(|| format!("{s:?} is not a time (now, -1h, RFC 3339 or Unix seconds)"))?;
     Ok(format!("{:.3}", ms as f64 / 1000.0))
 }
@@ -116,9 +142,8 @@ fn labels_text(metric: &Value) -> String {
     format!("{name}{{{}}}", rest.join(", "))
 }
 
-/// Runs a client command; returns false if `command` is not one.
-pub fn run(command: &str, args: &[String]) -> anyhow::Result<bool> {
-    let a = parse(args)?;
+/// Runs a client command.
+pub(crate) fn run(command: &str, a: &Args) -> anyhow::Result<()> {
     match command {
         "query" => {
             let mut params = vec![("query", a.one("PromQL expression")?.to_string())];
@@ -173,9 +198,9 @@ pub fn run(command: &str, args: &[String]) -> anyhow::Result<bool> {
             Ok(_) => println!("head persisted as blocks; spans and logs written to Parquet"),
             Err(e) => bail!("flush failed: {e}"),
         },
-        other => return crate::cli_records::run(other, &a),
+        other => return crate::records::run(other, a),
     }
-    Ok(true)
+    Ok(())
 }
 
 fn print_matrix(data: &Value) {

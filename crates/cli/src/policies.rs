@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use crate::cli::{get, Args};
+use crate::client::{get, Args};
 
 fn send(method: &str, url: &str, body: Option<&Value>) -> anyhow::Result<Value> {
     let req = ureq::request(method, url);
@@ -54,7 +54,7 @@ fn print_policy(p: &Value) {
 /// `sonde policy list | set ID [--scope all|service:NAME|host:NAME] [--sampling R]
 /// [--interval 5s] [--min-severity warn] [--collectors cpu,memory] [--ttl 10m] | delete ID`
 /// and `sonde clients`.
-pub fn run(command: &str, a: &Args) -> anyhow::Result<bool> {
+pub(crate) fn run(command: &str, a: &Args) -> anyhow::Result<()> {
     match command {
         "policy" | "policies" => match a.positional.first().map(String::as_str) {
             None | Some("list") => {
@@ -140,7 +140,7 @@ pub fn run(command: &str, a: &Args) -> anyhow::Result<bool> {
                 );
             }
         }
-        _ => return Ok(false),
+        other => bail!("unknown command {other:?}"),
     }
-    Ok(true)
+    Ok(())
 }
