@@ -32,7 +32,12 @@ def _remote_write_messages():
     opt, rep = T.LABEL_OPTIONAL, T.LABEL_REPEATED
     message("Label", [("name", T.TYPE_STRING, opt, None), ("value", T.TYPE_STRING, opt, None)])
     message("Sample", [("value", T.TYPE_DOUBLE, opt, None), ("timestamp", T.TYPE_INT64, opt, None)])
-    message("TimeSeries", [("labels", T.TYPE_MESSAGE, rep, "Label"), ("samples", T.TYPE_MESSAGE, rep, "Sample")])
+    # Histogram (native): count_int=1, timestamp=15; enough to send one.
+    h = f.message_type.add(name="Histogram")
+    h.field.add(name="count_int", number=1, type=T.TYPE_UINT64, label=opt)
+    h.field.add(name="timestamp", number=15, type=T.TYPE_INT64, label=opt)
+    ts = message("TimeSeries", [("labels", T.TYPE_MESSAGE, rep, "Label"), ("samples", T.TYPE_MESSAGE, rep, "Sample")])
+    ts.field.add(name="histograms", number=4, type=T.TYPE_MESSAGE, label=rep, type_name=".sonde_test_prompb.Histogram")
     # MetricMetadata: type=1, metric_family_name=2, help=4, unit=5.
     md = f.message_type.add(name="MetricMetadata")
     md.field.add(name="type", number=1, type=T.TYPE_INT32, label=opt)
@@ -102,6 +107,34 @@ def test_remote_write_as_prometheus_sends_it(sonde):
     t = (t0 + 30_000) / 1000
     got = sonde.vector('rw_requests_total{job="rw"}', t)
     assert {dict(k)["code"]: v for k, v in got.items()} == {"200": 30.5, "500": 3.0}
+
+
+def test_remote_write_without_content_type_is_read_as_version_1(sonde):
+    """Prometheus reads a request without Content-Type as remote write 1.0;
+    so does Sonde."""
+    now_ms = int(time.time() * 1000)
+    body = write_request([({"__name__": "rw_bare", "job": "rw"}, [(now_ms, 7.0)])])
+    r = post(sonde, body, {})
+    assert "Content-Type" not in r.request.headers
+    assert r.status_code in (200, 204), f"{r.status_code}: {r.text}"
+    assert sonde.value('rw_bare{job="rw"}', now_ms / 1000) == 7.0
+
+
+def test_native_histograms_are_refused_with_a_reason_not_dropped_silently(sonde):
+    now_ms = int(time.time() * 1000)
+    req = WriteRequest()
+    ts = req.timeseries.add()
+    ts.labels.add(name="__name__", value="rw_latency_seconds")
+    ts.labels.add(name="job", value="rw")
+    ts.histograms.add(count_int=3, timestamp=now_ms)
+    floats = req.timeseries.add()
+    floats.labels.add(name="__name__", value="rw_with_histograms")
+    floats.samples.add(timestamp=now_ms, value=2.0)
+    r = post(sonde, snappy.compress(req.SerializeToString()), PROMETHEUS_HEADERS)
+    assert r.status_code == 400, f"{r.status_code}: {r.text}"
+    assert "native histograms are not stored" in r.text and "1 histogram samples" in r.text, r.text
+    # The float samples of the same request are stored, as the error says.
+    assert sonde.value("rw_with_histograms", now_ms / 1000) == 2.0
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,9 @@ pub struct WriteBatch<'a> {
     /// Exemplars with their series' labels: rare next to samples, so these
     /// are owned copies.
     pub exemplars: Vec<SeriesExemplar>,
+    /// Native histogram samples (`TimeSeries.histograms`), which the store
+    /// does not keep yet: the transport must say they were not stored.
+    pub native_histograms: usize,
 }
 
 /// Undoes the snappy (block format) compression of a remote-write body.
@@ -131,7 +134,7 @@ pub fn decode_views(raw: &[u8]) -> Result<WriteBatch<'_>> {
     while let Some((field, wire)) = r.key()? {
         match (field, wire) {
             (1, LEN) => {
-                let (series, exemplars) = decode_series(r.bytes()?)?;
+                let (series, exemplars) = decode_series(r.bytes()?, &mut batch.native_histograms)?;
                 if !exemplars.is_empty() {
                     let labels = series.to_labels();
                     batch
@@ -149,7 +152,7 @@ pub fn decode_views(raw: &[u8]) -> Result<WriteBatch<'_>> {
 
 type DecodedSeries<'a> = (SeriesView<'a>, Vec<Exemplar>);
 
-fn decode_series(buf: &[u8]) -> Result<DecodedSeries<'_>> {
+fn decode_series<'a>(buf: &'a [u8], histograms: &mut usize) -> Result<DecodedSeries<'a>> {
     let mut labels: Vec<(&str, &str)> = Vec::with_capacity(16);
     let mut samples = Vec::new();
     let mut exemplars = Vec::new();
@@ -169,6 +172,10 @@ fn decode_series(buf: &[u8]) -> Result<DecodedSeries<'_>> {
                 labels.push((name, value));
             }
             (3, LEN) => exemplars.push(decode_exemplar(r.bytes()?)?),
+            (4, LEN) => {
+                r.bytes()?;
+                *histograms += 1;
+            }
             (2, LEN) => {
                 let mut p = Wire::new(r.bytes()?);
                 let mut sample = Sample { t: 0, v: 0.0 };

@@ -116,6 +116,9 @@ pub struct Config {
     pub kafka_brokers: String,
     /// The consumer group: one per Sonde deployment, shared by its nodes.
     pub kafka_group_id: String,
+    /// This node's static member id in the group (empty: derived from the
+    /// host name and the data directory).
+    pub kafka_instance_id: String,
     /// Topics read, as `TOPIC:ENCODING[:SIGNAL]`.
     pub kafka_topics: Vec<String>,
     /// Topic that malformed messages are copied to (empty: none).
@@ -196,6 +199,7 @@ impl Default for Config {
             dedup_window_records: sonde_records::DEFAULT_DEDUP_WINDOW,
             kafka_brokers: String::new(),
             kafka_group_id: "sonde".into(),
+            kafka_instance_id: String::new(),
             kafka_topics: vec![
                 "otlp_metrics:otlp_proto:metrics".into(),
                 "otlp_spans:otlp_proto:traces".into(),
@@ -365,6 +369,28 @@ impl Config {
         })?;
         c.dedup_window = self.dedup_window_records;
         Ok(c)
+    }
+
+    /// This node's stable member id in the consumer group: the setting, or
+    /// one derived from the host name and the data directory, which are what
+    /// a restarted node keeps (two nodes on one host have two directories).
+    pub fn kafka_member_id(&self) -> String {
+        let cfg = self;
+        if !cfg.kafka_instance_id.is_empty() {
+            return cfg.kafka_instance_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let dir = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
+        // FNV-1a: stable across builds and platforms, unlike std's hasher.
+        let hash = dir
+            .to_string_lossy()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            });
+        format!("sonde-{host}-{hash:016x}")
     }
 
     /// The stream processors' settings.
@@ -548,6 +574,7 @@ impl Defaults for toml::Table {
             ("pipeline_idle", &d.pipeline_idle),
             ("kafka_brokers", &d.kafka_brokers),
             ("kafka_group_id", &d.kafka_group_id),
+            ("kafka_instance_id", &d.kafka_instance_id),
             ("kafka_dead_letter_topic", &d.kafka_dead_letter_topic),
             ("kafka_key_attribute", &d.kafka_key_attribute),
             ("mqtt_url", &d.mqtt_url),
@@ -730,6 +757,18 @@ mod tests {
         let c = Config::load(&args, std::iter::empty()).unwrap();
         let d = Config::default();
         assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn the_kafka_member_id_is_stable_per_host_and_data_directory() {
+        let mut a = Config::default();
+        a.data_dir = "/tmp/sonde-a".into();
+        let mut b = a.clone();
+        assert_eq!(a.kafka_member_id(), b.kafka_member_id());
+        b.data_dir = "/tmp/sonde-b".into();
+        assert_ne!(a.kafka_member_id(), b.kafka_member_id());
+        b.kafka_instance_id = "node-7".into();
+        assert_eq!(b.kafka_member_id(), "node-7");
     }
 
     #[test]

@@ -140,6 +140,15 @@ async fn store_remote_write(
         }
         let report = store.append_views(&batch.series).map_err(storage_error)?;
         store_exemplars(&store, &batch.exemplars)?;
+        if batch.native_histograms > 0 {
+            // Not acknowledged as if stored: the sender must know.
+            return Err(RequestError::BadRequest(format!(
+                "native histograms are not stored yet: {} histogram samples in this request were \
+                 dropped ({} float samples were stored); send classic histograms \
+                 (_bucket/_sum/_count) or turn off native histograms in remote_write",
+                batch.native_histograms, report.accepted
+            )));
+        }
         Ok(report)
     })
     .await?;

@@ -77,6 +77,10 @@ fn client_config(state: &AppState) -> anyhow::Result<ClientConfig> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka_brokers)
         .set("group.id", &cfg.kafka_group_id)
+        // Static membership: a node restarted after a crash rejoins as the
+        // member it was and gets its partitions back at once, instead of
+        // waiting out the dead member's session.
+        .set("group.instance.id", cfg.kafka_member_id())
         .set("client.id", "sonde")
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
