@@ -761,8 +761,10 @@ mod tests {
 
     #[test]
     fn the_kafka_member_id_is_stable_per_host_and_data_directory() {
-        let mut a = Config::default();
-        a.data_dir = "/tmp/sonde-a".into();
+        let a = Config {
+            data_dir: "/tmp/sonde-a".into(),
+            ..Config::default()
+        };
         let mut b = a.clone();
         assert_eq!(a.kafka_member_id(), b.kafka_member_id());
         b.data_dir = "/tmp/sonde-b".into();
