@@ -129,23 +129,34 @@ pub enum EventFilter {
 /// older than `time_ns`, or at `time_ns` after the first `skip` of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
+    /// The last record returned: its time and its key (`dedup::log_key`).
+    /// Results are ordered by (time, key), newest first, so the next page
+    /// starts strictly after it and costs the same whatever page it is,
+    /// even when a million logs share one timestamp.
     pub time_ns: TimestampNs,
-    pub skip: usize,
+    pub key: u64,
+    /// How many identical records (same time and key) the previous pages
+    /// returned; bounded by how many copies of one record a batch held.
+    pub copies: usize,
 }
 
 impl Cursor {
     pub fn parse(s: &str) -> Option<Cursor> {
-        let (t, skip) = s.split_once('-').unwrap_or((s, "0"));
-        Some(Cursor {
-            time_ns: t.parse().ok()?,
-            skip: skip.parse().ok()?,
+        let mut parts = s.split('-');
+        let time_ns = parts.next()?.parse().ok()?;
+        let key = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let copies = parts.next()?.parse().ok()?;
+        parts.next().is_none().then_some(Cursor {
+            time_ns,
+            key,
+            copies,
         })
     }
 }
 
 impl std::fmt::Display for Cursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.time_ns, self.skip)
+        write!(f, "{}-{:x}-{}", self.time_ns, self.key, self.copies)
     }
 }
 

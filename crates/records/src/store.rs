@@ -487,20 +487,46 @@ impl RecordStore {
         Ok(out)
     }
 
-    /// One page of logs matching `q`, newest first.
+    /// One page of logs matching `q`, newest first: ordered by time, then
+    /// by record key, so a page after a cursor reads no more than a first
+    /// page does.
     pub fn search_logs(&self, q: &LogQuery) -> Result<LogPage> {
-        let skip = q.cursor.map_or(0, |c| c.skip);
-        let want = q.limit.saturating_add(skip).saturating_add(1);
+        let want = q.limit.saturating_add(1);
         let upper = q.upper_ns();
-        // Each source contributes its newest `want` matches; merged, the
-        // newest `want` overall are exact.
-        let mut found: Vec<LogRecord> = Vec::new();
-        let take_newest = |found: &mut Vec<LogRecord>,
-                           logs: &mut dyn Iterator<Item = &LogRecord>| {
-            let mut matched: Vec<&LogRecord> = logs.filter(|l| q.matches(l)).collect();
-            matched.sort_by_key(|l| std::cmp::Reverse(l.time_ns));
-            found.extend(matched.into_iter().take(want).cloned());
+        let cursor = q.cursor;
+        // Records at the cursor's (time, key) that earlier pages returned.
+        let mut at_cursor = 0usize;
+        let mut after_cursor = |l: &LogRecord| -> bool {
+            let Some(c) = cursor else {
+                return true;
+            };
+            match (l.time_ns, log_key(l)).cmp(&(c.time_ns, c.key)) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Greater => false,
+                std::cmp::Ordering::Equal => {
+                    at_cursor += 1;
+                    at_cursor > c.copies
+                }
+            }
         };
+        // Each source contributes its newest `want` matches after the
+        // cursor; merged, the newest `want` overall are exact.
+        let mut found: Vec<(i64, u64, LogRecord)> = Vec::new();
+        let mut take_newest =
+            |found: &mut Vec<(i64, u64, LogRecord)>, logs: &mut dyn Iterator<Item = &LogRecord>| {
+                let mut matched: Vec<(i64, u64, &LogRecord)> = logs
+                    .filter(|l| q.matches(l))
+                    .map(|l| (l.time_ns, log_key(l), l))
+                    .collect();
+                matched.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+                found.extend(
+                    matched
+                        .into_iter()
+                        .filter(|(_, _, l)| after_cursor(l))
+                        .take(want)
+                        .map(|(t, k, l)| (t, k, l.clone())),
+                );
+            };
         let live = self.live_snapshot();
         take_newest(&mut found, &mut live.logs());
         for b in self.buffers() {
@@ -512,6 +538,9 @@ impl RecordStore {
             service: q.service.clone(),
             trace_id: q.trace_id,
         };
+        let newest_first = |f: &mut Vec<(i64, u64, LogRecord)>| {
+            f.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        };
         for seg in self.segments_newest_first() {
             let m = seg.meta();
             if m.max_time_ns < q.start_ns || m.min_time_ns > upper {
@@ -519,48 +548,56 @@ impl RecordStore {
             }
             // Enough results newer than anything this segment holds: it and
             // every older one can be skipped.
-            found.sort_by_key(|l| std::cmp::Reverse(l.time_ns));
-            if found.len() >= want && found[want - 1].time_ns > m.max_time_ns {
+            newest_first(&mut found);
+            if found.len() >= want && found[want - 1].0 > m.max_time_ns {
                 break;
             }
             if let Segment::Logs(s) = &*seg {
-                let mut n = 0;
+                // The scan runs newest first: once `want` matches after the
+                // cursor are in, only records at the same time (ordered by
+                // key) may still belong.
+                let mut matched: Vec<LogRecord> = Vec::new();
+                let mut boundary: Option<i64> = None;
                 s.scan(&hints, &mut |l| {
-                    if q.matches(&l) {
-                        found.push(l);
-                        n += 1;
+                    if boundary.is_some_and(|b| l.time_ns < b) {
+                        return false;
                     }
-                    n < want
+                    if q.matches(&l) && after_cursor(&l) {
+                        matched.push(l);
+                        if matched.len() == want {
+                            boundary = Some(matched[want - 1].time_ns);
+                        }
+                    }
+                    true
                 })?;
+                found.extend(matched.into_iter().map(|l| (l.time_ns, log_key(&l), l)));
             }
         }
-        found.sort_by_key(|l| std::cmp::Reverse(l.time_ns));
-        // Skip what the previous page returned at the cursor's timestamp.
-        let mut skipped = 0;
-        found.retain(|l| match q.cursor {
-            Some(c) if l.time_ns == c.time_ns && skipped < c.skip => {
-                skipped += 1;
-                false
-            }
-            _ => true,
-        });
+        newest_first(&mut found);
         let more = found.len() > q.limit;
         found.truncate(q.limit);
         let next = match (more, found.last()) {
-            (true, Some(last)) => {
-                let at_last = found.iter().filter(|l| l.time_ns == last.time_ns).count();
-                let carried = match q.cursor {
-                    Some(c) if c.time_ns == last.time_ns => c.skip,
+            (true, Some(&(time_ns, key, _))) => {
+                let here = found
+                    .iter()
+                    .filter(|(t, k, _)| (*t, *k) == (time_ns, key))
+                    .count();
+                let carried = match cursor {
+                    Some(c) if (c.time_ns, c.key) == (time_ns, key) => c.copies,
                     _ => 0,
                 };
                 Some(Cursor {
-                    time_ns: last.time_ns,
-                    skip: at_last + carried,
+                    time_ns,
+                    key,
+                    copies: here + carried,
                 })
             }
             _ => None,
         };
-        Ok(LogPage { logs: found, next })
+        Ok(LogPage {
+            logs: found.into_iter().map(|(_, _, l)| l).collect(),
+            next,
+        })
     }
 
     pub fn catalog(&self) -> Catalog {
