@@ -433,15 +433,14 @@ impl sonde_pipeline::Sink for StoreSink<'_> {
     }
 }
 
-/// Age retention is the metrics' `retention`; a `retention_size` is one
-/// budget for the data directory: spans and logs get what the metrics
-/// leave of it.
+/// Age retention is the metrics' `retention`; by size, spans and logs are
+/// held to their own share of `retention_size` (`Config::retention_budgets`),
+/// whatever the metrics' WAL and blocks take.
 fn apply_records_retention(state: &AppState) -> Result<usize, sonde_records::Error> {
-    let limit = state.store.options().retention_bytes;
-    let budget = (limit > 0).then(|| {
-        let metrics = state.store.blocks_bytes() + state.store.wal_bytes();
-        limit.saturating_sub(metrics).max(1)
-    });
+    let budget = match state.config.retention_budgets() {
+        Ok((_, records)) if records > 0 => Some(records),
+        _ => None,
+    };
     let now_ns = state.clock.now_ms().saturating_mul(1_000_000);
     state.records.apply_retention(now_ns, budget)
 }

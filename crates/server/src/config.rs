@@ -57,6 +57,8 @@ pub struct Config {
     /// Size of the data directory above which the oldest blocks are deleted
     /// (`0` for no limit), e.g. `50GiB`.
     pub retention_size: String,
+    /// The share of `retention_size` that spans, logs and events get.
+    pub records_retention_share: String,
     /// Spans and logs held in memory (queryable) before they are written to
     /// a Parquet segment; ingest is refused at twice this while writing lags.
     pub records_buffer_size: String,
@@ -170,6 +172,7 @@ impl Default for Config {
             future_tolerance: "10m".into(),
             retention: "15d".into(),
             retention_size: "0".into(),
+            records_retention_share: "0.5".into(),
             records_buffer_size: "128MiB".into(),
             records_flush_interval: "10m".into(),
             max_record_attributes: 128,
@@ -331,12 +334,7 @@ impl Config {
             out_of_order_window_ms: ms("out_of_order_window", &self.out_of_order_window)?,
             future_tolerance_ms: ms("future_tolerance", &self.future_tolerance)?,
             retention_ms: ms("retention", &self.retention)?,
-            retention_bytes: parse_size(&self.retention_size).with_context(|| {
-                format!(
-                    "setting retention_size: {:?} is not a size like 0, 500MiB, 20GB",
-                    self.retention_size
-                )
-            })?,
+            retention_bytes: self.retention_budgets()?.0,
             max_series: self.max_series,
             max_series_per_metric: self.max_series_per_metric,
             max_labels_per_series: self.max_labels_per_series,
@@ -391,6 +389,37 @@ impl Config {
                 (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
             });
         format!("sonde-{host}-{hash:016x}")
+    }
+
+    /// `retention_size` split into the metrics' budget (TSDB blocks and
+    /// WAL) and the spans' and logs' (Parquet segments), by
+    /// `records_retention_share`; 0 means no limit. Each signal is held to
+    /// its own budget, so a burst of one (a WAL spike, say) never deletes
+    /// the other's data.
+    pub fn retention_budgets(&self) -> anyhow::Result<(u64, u64)> {
+        let total = parse_size(&self.retention_size).with_context(|| {
+            format!(
+                "setting retention_size: {:?} is not a size like 0, 500MiB, 20GB",
+                self.retention_size
+            )
+        })?;
+        let share = self
+            .records_retention_share
+            .parse::<f64>()
+            .ok()
+            .filter(|s| (0.0..=1.0).contains(s))
+            .with_context(|| {
+                format!(
+                    "setting records_retention_share: {:?} is not a share from 0 to 1, like 0.5",
+                    self.records_retention_share
+                )
+            })?;
+        if total == 0 {
+            return Ok((0, 0));
+        }
+        let records = ((total as f64 * share) as u64).max(1);
+        let metrics = total.saturating_sub(records).max(1);
+        Ok((metrics, records))
     }
 
     /// The stream processors' settings.
@@ -560,6 +589,7 @@ impl Defaults for toml::Table {
             ("future_tolerance", &d.future_tolerance),
             ("retention", &d.retention),
             ("retention_size", &d.retention_size),
+            ("records_retention_share", &d.records_retention_share),
             ("records_buffer_size", &d.records_buffer_size),
             ("records_flush_interval", &d.records_flush_interval),
             ("lookback_delta", &d.lookback_delta),
@@ -771,6 +801,28 @@ mod tests {
         assert_ne!(a.kafka_member_id(), b.kafka_member_id());
         b.kafka_instance_id = "node-7".into();
         assert_eq!(b.kafka_member_id(), "node-7");
+    }
+
+    #[test]
+    fn each_signal_has_its_own_share_of_retention_size() {
+        let c = Config {
+            retention_size: "1000".into(),
+            records_retention_share: "0.3".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.retention_budgets().unwrap(), (700, 300));
+        assert_eq!(c.store_options().unwrap().retention_bytes, 700);
+        let unlimited = Config::default();
+        assert_eq!(unlimited.retention_budgets().unwrap(), (0, 0));
+        let bad = Config {
+            records_retention_share: "2".into(),
+            ..Config::default()
+        };
+        assert!(bad
+            .retention_budgets()
+            .unwrap_err()
+            .to_string()
+            .contains("records_retention_share"));
     }
 
     #[test]
