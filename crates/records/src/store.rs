@@ -518,7 +518,7 @@ impl RecordStore {
                     .filter(|l| q.matches(l))
                     .map(|l| (l.time_ns, log_key(l), l))
                     .collect();
-                matched.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+                matched.sort_by_key(|x| std::cmp::Reverse((x.0, x.1)));
                 found.extend(
                     matched
                         .into_iter()
@@ -539,7 +539,7 @@ impl RecordStore {
             trace_id: q.trace_id,
         };
         let newest_first = |f: &mut Vec<(i64, u64, LogRecord)>| {
-            f.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+            f.sort_by_key(|x| std::cmp::Reverse((x.0, x.1)));
         };
         for seg in self.segments_newest_first() {
             let m = seg.meta();
