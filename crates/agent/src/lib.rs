@@ -158,21 +158,8 @@ pub fn lean_process() {
     }
 }
 
-/// Parses `500ms`, `1s`, `1.5s`, `2m`, `1h`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (num, unit) = s.split_at(split);
-    let v: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "ms" => v / 1000.0,
-        "s" => v,
-        "m" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return None,
-    };
-    Duration::try_from_secs_f64(secs).ok()
-}
+/// Durations have one grammar everywhere (`sonde_model::time`).
+pub use sonde_model::time::parse_duration;
 
 #[cfg(test)]
 mod tests {
@@ -185,8 +172,8 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_duration("1d"), None);
+        assert_eq!(parse_duration("10"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("s"), None);
     }
 }

@@ -50,14 +50,7 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
         let digits: String = frac.chars().take(3).collect();
         ms = format!("{digits:0<3}").parse::<i64>().ok()?;
     }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = sonde_model::time::days_from_civil(y, mo, d);
     Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms)
 }
 

@@ -9,32 +9,11 @@ use crate::client::{get, time_arg, Args};
 
 fn ns_text(v: &Value) -> String {
     let ns: i64 = v.as_str().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let secs = ns.div_euclid(1_000_000_000);
     let ms = ns.rem_euclid(1_000_000_000) / 1_000_000;
-    // UTC wall time without a date library: days since the epoch to a date.
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        tod / 3600,
-        tod % 3600 / 60,
-        tod % 60
+        "{}.{ms:03}Z",
+        sonde_model::time::datetime_text(ns.div_euclid(1_000_000_000))
     )
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 fn duration_text(ns: i64) -> String {

@@ -8,6 +8,7 @@ mod histogram;
 mod labels;
 mod matcher;
 pub mod records;
+pub mod time;
 
 pub use exemplar::{label_runes, Exemplar, SeriesExemplar, EXEMPLAR_MAX_LABEL_RUNES};
 pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};

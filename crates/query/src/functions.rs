@@ -391,23 +391,11 @@ pub(crate) fn absent_labels(e: &Expr) -> Labels {
     b.build()
 }
 
-/// Splits unix seconds into a civil UTC date (Howard Hinnant's algorithm).
+/// Splits unix seconds into a civil UTC date and the second of the day.
 fn civil(secs: i64) -> (i64, u32, u32, i64) {
-    let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let mut y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    if m <= 2 {
-        y += 1;
-    }
-    (y, m, d, sod)
+    let (y, m, d) = sonde_model::time::civil_from_days(secs.div_euclid(86_400));
+    (y, m as u32, d as u32, sod)
 }
 
 fn is_leap(y: i64) -> bool {

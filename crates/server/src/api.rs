@@ -207,14 +207,7 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
         return None;
     }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = sonde_model::time::days_from_civil(year, month, day);
     Some(((days * 86_400 + hour * 3600 + min * 60 + sec - offset_min * 60) * 1000) + millis)
 }
 
@@ -223,7 +216,7 @@ pub(crate) fn parse_step(s: &str) -> Option<i64> {
     if let Ok(secs) = s.parse::<f64>() {
         return (secs.is_finite()).then(|| (secs * 1000.0).round() as i64);
     }
-    crate::config::parse_duration(s).map(|d| d.as_millis() as i64)
+    sonde_model::time::parse_duration_ms(s)
 }
 
 fn render_t(out: &mut String, t: i64) {

@@ -654,45 +654,8 @@ impl Defaults for toml::Table {
     }
 }
 
-/// Prometheus-style durations: `1h30m`, `15d`, `250ms`, `0`; a bare number
-/// is seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let mut total_ms: u128 = 0;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return None;
-        }
-        let n: u128 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit_ms: u128 = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            "y" => 365 * 86_400_000,
-            _ => return None,
-        };
-        total_ms = total_ms.checked_add(n.checked_mul(unit_ms)?)?;
-        rest = &rest[unit_len..];
-    }
-    Some(Duration::from_millis(u64::try_from(total_ms).ok()?))
-}
+/// Durations have one grammar everywhere (`sonde_model::time`).
+pub use sonde_model::time::parse_duration;
 
 /// Sizes: a byte count or a number with KB/MB/GB/TB or KiB/MiB/GiB/TiB.
 pub fn parse_size(s: &str) -> Option<u64> {

