@@ -23,10 +23,8 @@ use crate::host::Host;
 use crate::procfs::{Reader, Roots};
 use crate::{Config, Error, Result};
 
-/// The shortest collection interval a policy may set.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
-/// The longest collection interval a policy may set.
-pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// The collection intervals a policy (or a flag) may set.
+pub use sonde_policy::{MAX_METRIC_INTERVAL as MAX_INTERVAL, MIN_METRIC_INTERVAL as MIN_INTERVAL};
 
 /// Collects host metrics into one reusable OTLP batch.
 pub struct Agent {

@@ -77,9 +77,11 @@ mod tests {
     fn unset_fields_fall_back_to_the_defaults() {
         let p = EffectivePolicy {
             version: 7,
-            metric_interval_ms: Some(500),
-            collectors: Some(vec!["cpu".into()]),
-            ..Default::default()
+            settings: sonde_policy::Settings {
+                metric_interval_ms: Some(500),
+                collectors: Some(vec!["cpu".into()]),
+                ..Default::default()
+            },
         };
         assert_eq!(
             update_from(&p),

@@ -38,51 +38,9 @@ pub struct ClientIdentity {
     pub version: String,
 }
 
-/// The merged policy for this client; `None` fields mean "keep your own
-/// configured default".
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct EffectivePolicy {
-    pub version: u64,
-    pub trace_sampling_ratio: Option<f64>,
-    pub metric_interval_ms: Option<u64>,
-    pub min_log_severity: Option<u8>,
-    pub collectors: Option<Vec<String>>,
-}
-
-impl EffectivePolicy {
-    /// Parses the JSON of a `policy` event; `None` if it is not an object
-    /// with a numeric `version`. Fields out of range are treated as unset.
-    pub fn parse(data: &str) -> Option<EffectivePolicy> {
-        let v: Json = serde_json::from_str(data).ok()?;
-        let version = v.get("version")?.as_u64()?;
-        Some(EffectivePolicy {
-            version,
-            trace_sampling_ratio: v["trace_sampling_ratio"]
-                .as_f64()
-                .filter(|r| (0.0..=1.0).contains(r)),
-            metric_interval_ms: v["metric_interval_ms"].as_u64().filter(|&ms| ms > 0),
-            min_log_severity: v["min_log_severity"]
-                .as_u64()
-                .filter(|&s| s <= 24)
-                .map(|s| s as u8),
-            collectors: v["collectors"].as_array().map(|a| {
-                a.iter()
-                    .filter_map(|c| c.as_str().map(str::to_string))
-                    .collect()
-            }),
-        })
-    }
-
-    /// The settings as the status report's `effective` object.
-    pub fn settings_json(&self) -> Json {
-        json!({
-            "trace_sampling_ratio": self.trace_sampling_ratio,
-            "metric_interval_ms": self.metric_interval_ms,
-            "min_log_severity": self.min_log_severity,
-            "collectors": self.collectors,
-        })
-    }
-}
+/// The merged policy for this client, and its settings: the protocol's
+/// own types (`sonde-policy`), the same the server validates with.
+pub use sonde_policy::{EffectivePolicy, Settings};
 
 /// How the client is doing, reported with each status.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -476,7 +434,7 @@ fn status_json(id: &ClientIdentity, applied: Option<&EffectivePolicy>, health: &
         "host": id.host,
         "version": id.version,
         "policy_version": applied.map(|p| p.version),
-        "effective": applied.cloned().unwrap_or_default().settings_json(),
+        "effective": applied.cloned().unwrap_or_default().settings.to_json(),
         "health": {
             "healthy": health.healthy,
             "exported_batches": health.exported_batches,

@@ -15,88 +15,10 @@ use tokio::sync::watch;
 
 use crate::records_api::parse_duration_ns;
 
-pub const COLLECTORS: [&str; 8] = [
-    "cpu",
-    "load",
-    "memory",
-    "disk",
-    "filesystem",
-    "network",
-    "pressure",
-    "processes",
-];
+pub use sonde_policy::{Scope, Settings, COLLECTORS};
 
 /// Clients not heard from for this long are forgotten.
 const CLIENT_FORGET_NS: i64 = 3600 * 1_000_000_000;
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Scope {
-    All,
-    Service(String),
-    Host(String),
-}
-
-impl Scope {
-    /// Merge order: broader scopes first, so narrower ones override them.
-    fn rank(&self) -> u8 {
-        match self {
-            Scope::All => 0,
-            Scope::Service(_) => 1,
-            Scope::Host(_) => 2,
-        }
-    }
-
-    fn applies(&self, service: &str, host: &str) -> bool {
-        match self {
-            Scope::All => true,
-            Scope::Service(s) => s == service,
-            Scope::Host(h) => h == host,
-        }
-    }
-
-    fn json(&self) -> Value {
-        match self {
-            Scope::All => json!({"kind": "all"}),
-            Scope::Service(n) => json!({"kind": "service", "name": n}),
-            Scope::Host(n) => json!({"kind": "host", "name": n}),
-        }
-    }
-}
-
-/// The settings a policy can carry; `None` overrides nothing.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Settings {
-    pub trace_sampling_ratio: Option<f64>,
-    pub metric_interval_ms: Option<u64>,
-    pub min_log_severity: Option<u8>,
-    pub collectors: Option<Vec<String>>,
-}
-
-impl Settings {
-    pub fn overlay(&mut self, other: &Settings) {
-        if other.trace_sampling_ratio.is_some() {
-            self.trace_sampling_ratio = other.trace_sampling_ratio;
-        }
-        if other.metric_interval_ms.is_some() {
-            self.metric_interval_ms = other.metric_interval_ms;
-        }
-        if other.min_log_severity.is_some() {
-            self.min_log_severity = other.min_log_severity;
-        }
-        if other.collectors.is_some() {
-            self.collectors = other.collectors.clone();
-        }
-    }
-
-    pub fn json(&self) -> Value {
-        json!({
-            "trace_sampling_ratio": self.trace_sampling_ratio,
-            "metric_interval_ms": self.metric_interval_ms,
-            "min_log_severity": self.min_log_severity,
-            "collectors": self.collectors,
-        })
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -115,7 +37,7 @@ impl Policy {
     pub fn json(&self) -> Value {
         let mut v = json!({
             "id": self.id,
-            "scope": self.scope.json(),
+            "scope": self.scope.to_json(),
             "updatedAtUnixNano": self.updated_ns.to_string(),
         });
         let s = &self.settings;
@@ -166,33 +88,11 @@ impl Policy {
                 return Err(format!("unknown policy field {key:?}"));
             }
         }
-        let scope = match body.get("scope") {
-            None | Some(Value::Null) => Scope::All,
-            Some(s) => {
-                let name = || -> Result<String, String> {
-                    s.get("name")
-                        .and_then(Value::as_str)
-                        .filter(|n| !n.is_empty())
-                        .map(str::to_string)
-                        .ok_or_else(|| "scope of kind service or host needs a name".to_string())
-                };
-                match s.get("kind").and_then(Value::as_str) {
-                    Some("all") | None => Scope::All,
-                    Some("service") => Scope::Service(name()?),
-                    Some("host") => Scope::Host(name()?),
-                    Some(k) => {
-                        return Err(format!(
-                            "unknown scope kind {k:?}: use all, service or host"
-                        ))
-                    }
-                }
-            }
-        };
+        let scope = Scope::from_json(body.get("scope"))?;
         let present = |k: &str| body.get(k).filter(|v| !v.is_null());
         let trace_sampling_ratio = present("trace_sampling_ratio")
             .map(|v| {
                 v.as_f64()
-                    .filter(|r| (0.0..=1.0).contains(r))
                     .ok_or("trace_sampling_ratio must be a number from 0 to 1")
             })
             .transpose()?;
@@ -205,21 +105,11 @@ impl Policy {
                 })
                 .transpose()
         };
-        let metric_interval_ms = duration("metric_interval")?
-            .map(|ns| {
-                let ms = ns / 1_000_000;
-                if (100..=3_600_000).contains(&ms) {
-                    Ok(ms as u64)
-                } else {
-                    Err("metric_interval must be between 100ms and 1h".to_string())
-                }
-            })
-            .transpose()?;
+        let metric_interval_ms = duration("metric_interval")?.map(|ns| (ns / 1_000_000) as u64);
         let min_log_severity = present("min_log_severity")
             .map(|v| {
                 v.as_u64()
-                    .filter(|s| *s <= 24)
-                    .map(|s| s as u8)
+                    .and_then(|s| u8::try_from(s).ok())
                     .ok_or("min_log_severity must be a severity number from 0 to 24")
             })
             .transpose()?;
@@ -227,26 +117,27 @@ impl Policy {
             .map(|v| -> Result<Vec<String>, String> {
                 let list = v.as_array().ok_or("collectors must be a list of names")?;
                 list.iter()
-                    .map(|c| match c.as_str() {
-                        Some(name) if COLLECTORS.contains(&name) => Ok(name.to_string()),
-                        _ => Err(format!(
-                            "unknown collector {c}: use {}",
-                            COLLECTORS.join(", ")
-                        )),
+                    .map(|c| {
+                        c.as_str().map(str::to_string).ok_or_else(|| {
+                            format!("unknown collector {c}: use {}", COLLECTORS.join(", "))
+                        })
                     })
                     .collect()
             })
             .transpose()?;
+        let settings = Settings {
+            trace_sampling_ratio,
+            metric_interval_ms,
+            min_log_severity,
+            collectors,
+        };
+        // The protocol's own ranges, the ones every client applies.
+        settings.check()?;
         let ttl_ns = duration("ttl")?.filter(|t| *t > 0);
         Ok(Policy {
             id: id.to_string(),
             scope,
-            settings: Settings {
-                trace_sampling_ratio,
-                metric_interval_ms,
-                min_log_severity,
-                collectors,
-            },
+            settings,
             ttl_ns,
             updated_ns: now_ns,
         })

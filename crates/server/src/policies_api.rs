@@ -22,7 +22,7 @@ fn now_ns(state: &AppState) -> i64 {
 }
 
 fn effective_json(version: u64, s: &Settings) -> Value {
-    let mut v = s.json();
+    let mut v = s.to_json();
     v["version"] = json!(version);
     v
 }

@@ -19,17 +19,8 @@ pub mod processes;
 use crate::batch::Batch;
 use crate::procfs::{Reader, Roots};
 
-/// Every collector's name, in collection order.
-pub const ALL: [&str; 8] = [
-    "cpu",
-    "load",
-    "memory",
-    "disk",
-    "filesystem",
-    "network",
-    "pressure",
-    "processes",
-];
+/// Every collector's name, in collection order: the policy protocol's list.
+pub use sonde_policy::COLLECTORS as ALL;
 
 /// The collectors enabled when neither flags nor a policy say otherwise.
 pub const DEFAULT: [&str; 7] = [

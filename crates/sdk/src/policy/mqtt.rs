@@ -85,27 +85,7 @@ pub fn topic_level(name: &str) -> String {
     name.replace(['/', '+', '#'], "_")
 }
 
-/// The policies of several scopes, widest first, merged: each field from
-/// the narrowest scope that sets it; the version is the highest.
-pub fn overlay(scopes: &[Option<EffectivePolicy>]) -> EffectivePolicy {
-    let mut out = EffectivePolicy::default();
-    for p in scopes.iter().flatten() {
-        out.version = out.version.max(p.version);
-        if p.trace_sampling_ratio.is_some() {
-            out.trace_sampling_ratio = p.trace_sampling_ratio;
-        }
-        if p.metric_interval_ms.is_some() {
-            out.metric_interval_ms = p.metric_interval_ms;
-        }
-        if p.min_log_severity.is_some() {
-            out.min_log_severity = p.min_log_severity;
-        }
-        if p.collectors.is_some() {
-            out.collectors.clone_from(&p.collectors);
-        }
-    }
-    out
-}
+pub use sonde_policy::overlay;
 
 #[derive(Default)]
 struct State {

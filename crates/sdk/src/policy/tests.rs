@@ -15,10 +15,12 @@ fn parses_effective_policies() {
         p,
         EffectivePolicy {
             version: 7,
-            trace_sampling_ratio: Some(0.25),
-            metric_interval_ms: Some(5000),
-            min_log_severity: Some(13),
-            collectors: None,
+            settings: Settings {
+                trace_sampling_ratio: Some(0.25),
+                metric_interval_ms: Some(5000),
+                min_log_severity: Some(13),
+                collectors: None,
+            },
         }
     );
     let p = EffectivePolicy::parse(

@@ -27,10 +27,12 @@ fn policy_fields_override_and_nulls_restore_defaults() {
     apply_policy(
         &EffectivePolicy {
             version: 7,
-            trace_sampling_ratio: Some(0.25),
-            metric_interval_ms: Some(5000),
-            min_log_severity: Some(13),
-            collectors: None,
+            settings: crate::policy::Settings {
+                trace_sampling_ratio: Some(0.25),
+                metric_interval_ms: Some(5000),
+                min_log_severity: Some(13),
+                collectors: None,
+            },
         },
         d,
         &traces,

@@ -32,7 +32,7 @@ pub fn scope_messages(state: &AppState, prefix: &str) -> BTreeMap<String, String
     merged
         .into_iter()
         .map(|(topic, s)| {
-            let mut v = s.json();
+            let mut v = s.to_json();
             v["version"] = serde_json::json!(version);
             (topic, v.to_string())
         })
