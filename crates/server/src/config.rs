@@ -371,11 +371,14 @@ impl Config {
 
     /// This node's stable member id in the consumer group: the setting, or
     /// one derived from the host name and the data directory, which are what
-    /// a restarted node keeps (two nodes on one host have two directories).
-    pub fn kafka_member_id(&self) -> String {
+    /// a restarted node keeps (two nodes on one host have two directories);
+    /// `None` for `kafka_instance_id = "none"` (dynamic membership).
+    pub fn kafka_member_id(&self) -> Option<String> {
         let cfg = self;
-        if !cfg.kafka_instance_id.is_empty() {
-            return cfg.kafka_instance_id.clone();
+        match cfg.kafka_instance_id.as_str() {
+            "none" => return None,
+            "" => {}
+            id => return Some(id.to_string()),
         }
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
@@ -388,7 +391,7 @@ impl Config {
             .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
             });
-        format!("sonde-{host}-{hash:016x}")
+        Some(format!("sonde-{host}-{hash:016x}"))
     }
 
     /// `retention_size` split into the metrics' budget (TSDB blocks and
@@ -763,7 +766,9 @@ mod tests {
         b.data_dir = "/tmp/sonde-b".into();
         assert_ne!(a.kafka_member_id(), b.kafka_member_id());
         b.kafka_instance_id = "node-7".into();
-        assert_eq!(b.kafka_member_id(), "node-7");
+        assert_eq!(b.kafka_member_id().as_deref(), Some("node-7"));
+        b.kafka_instance_id = "none".into();
+        assert_eq!(b.kafka_member_id(), None);
     }
 
     #[test]

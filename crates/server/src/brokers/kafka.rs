@@ -77,10 +77,6 @@ fn client_config(state: &AppState) -> anyhow::Result<ClientConfig> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka_brokers)
         .set("group.id", &cfg.kafka_group_id)
-        // Static membership: a node restarted after a crash rejoins as the
-        // member it was and gets its partitions back at once, instead of
-        // waiting out the dead member's session.
-        .set("group.instance.id", cfg.kafka_member_id())
         .set("client.id", "sonde")
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
@@ -96,6 +92,12 @@ fn client_config(state: &AppState) -> anyhow::Result<ClientConfig> {
         .set("heartbeat.interval.ms", "2000")
         // Bounds what librdkafka prefetches while the store is refusing.
         .set("queued.max.messages.kbytes", "32768");
+    // Static membership: a node restarted after a crash rejoins as the
+    // member it was and gets its partitions back at once, instead of
+    // waiting out the dead member's session.
+    if let Some(id) = cfg.kafka_member_id() {
+        c.set("group.instance.id", id);
+    }
     for opt in &cfg.kafka_options {
         let (k, v) = opt
             .split_once('=')
