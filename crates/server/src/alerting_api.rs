@@ -10,12 +10,12 @@ use axum::Router;
 use serde_json::{json, Value};
 use sonde_model::{Labels, Matcher};
 
-use crate::alerting::eval::{Alert, RuleState, State as AlertState};
-use crate::alerting::format::go_float;
-use crate::alerting::rules::{Kind, Rule};
-use crate::alerting::{rfc3339, LiveGroup};
 use crate::api::{success, ApiError, Params};
 use crate::app::AppState;
+use sonde_rules::eval::{Alert, RuleState, State as AlertState};
+use sonde_rules::format::go_float;
+use sonde_rules::rules::{Kind, Rule};
+use sonde_rules::{rfc3339, LiveGroup};
 
 /// Go's zero time, which Prometheus shows for "never".
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";

@@ -37,7 +37,7 @@ pub struct App {
     pub converter: MetricsConverter,
     pub metrics: SelfMetrics,
     pub clock: Arc<dyn Clock>,
-    pub alerting: crate::alerting::Alerting,
+    pub alerting: sonde_rules::Alerting,
     pub write_permits: Semaphore,
     pub query_permits: Semaphore,
 }
@@ -77,7 +77,11 @@ impl App {
             max_samples: config.query_max_samples,
             timeout,
         });
-        let alerting = crate::alerting::Alerting::new(&config, clock.now_ms())?;
+        let alerting = sonde_rules::Alerting::new(
+            &crate::rules_runner::rules_config(&config)?,
+            clock.now_ms(),
+        )
+        .map_err(anyhow::Error::msg)?;
         Ok(App {
             write_permits: Semaphore::new(config.max_inflight_writes.max(1)),
             query_permits: Semaphore::new(config.max_concurrent_queries.max(1)),
@@ -241,7 +245,7 @@ pub async fn serve_with(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let upkeep = spawn_upkeep(state.clone(), stop_rx.clone());
-    let alerting = crate::alerting::spawn(state.clone(), stop_rx.clone());
+    let alerting = crate::rules_runner::spawn(state.clone(), stop_rx.clone());
     let mqtt = crate::brokers::mqtt::spawn(state.clone(), stop_rx.clone())?;
     #[cfg(feature = "kafka")]
     let kafka = crate::brokers::kafka::spawn(state.clone(), stop_rx.clone())?;

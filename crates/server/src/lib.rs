@@ -2,7 +2,6 @@
 //! request handling, rules, the pipeline's wiring and ordered shutdown.
 //! The `sonde` command (`crates/cli`) runs it with `serve` and `demo`.
 
-mod alerting;
 mod alerting_api;
 mod api;
 mod app;
@@ -15,6 +14,7 @@ mod jaeger;
 mod policies;
 mod policies_api;
 mod records_api;
+mod rules_runner;
 mod self_metrics;
 mod stream_api;
 mod tail;

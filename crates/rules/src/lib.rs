@@ -1,13 +1,14 @@
 //! Alerting and recording rules, Prometheus-compatible: rule files
 //! (`rules.rs`), evaluation and alert states (`eval.rs`), notifications to
-//! webhooks and Alertmanagers (`notify.rs`), annotation templates
-//! (`template.rs`). The HTTP side is `alerting_api.rs`.
+//! webhooks and Alertmanagers (`notify.rs`, delivered through the
+//! [`notify::Transport`] the server gives), annotation templates
+//! (`template.rs`). The server runs each group on a timer and serves the
+//! HTTP side; this crate knows neither HTTP nor the stores: it reads and
+//! writes series through [`eval::Backend`].
 //!
-//! Each group runs as a task of its own, evaluating on a blocking thread
-//! every `interval` (one second by default, not Prometheus's minute). A
-//! reload (SIGHUP, `POST /-/reload`) parses every file first: on any error
-//! the running rules stay and the error is reported; otherwise the new
-//! groups take over the states of the rules they keep.
+//! A reload (SIGHUP, `POST /-/reload`) parses every file first: on any
+//! error the running rules stay and the error is reported; otherwise the
+//! new groups take over the states of the rules they keep.
 //!
 //! Besides the files' groups, `builtin.rs` adds anomaly rules on every
 //! service's and host's key series unless `anomaly_detection = "off"`.
@@ -26,19 +27,46 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use parking_lot::Mutex;
-use sonde_model::Series;
-use sonde_query::Value;
 use tokio::sync::watch;
 
-use crate::api::StoreQueryable;
-use crate::app::{App, AppState};
-use crate::config::{parse_duration, Config};
 use builtin::Mode;
 use eval::{Backend, GroupState, Transition};
 use notify::Notifier;
 use rules::Group;
+
+/// The rules' settings, parsed by the server's configuration.
+#[derive(Debug, Clone)]
+pub struct RulesConfig {
+    /// Rule file globs.
+    pub rule_files: Vec<String>,
+    /// A group's interval when it sets none.
+    pub default_interval: Duration,
+    /// How often a firing alert is sent again.
+    pub resend_delay: Duration,
+    /// How often anomaly detectors learn a point unless a rule sets `step`.
+    pub anomaly_step: Duration,
+    pub anomaly_detection: Mode,
+    /// Sonde's URL as people reach it, for links in alerts.
+    pub external_url: String,
+    pub webhooks: Vec<String>,
+    pub alertmanagers: Vec<String>,
+}
+
+impl Default for RulesConfig {
+    fn default() -> RulesConfig {
+        RulesConfig {
+            rule_files: Vec::new(),
+            default_interval: Duration::from_secs(1),
+            resend_delay: Duration::from_secs(60),
+            anomaly_step: Duration::from_secs(1),
+            anomaly_detection: Mode::Auto,
+            external_url: "http://127.0.0.1:7070".into(),
+            webhooks: Vec::new(),
+            alertmanagers: Vec::new(),
+        }
+    }
+}
 
 /// State transitions kept for `/api/v1/alerts/history`.
 pub const HISTORY_SIZE: usize = 1000;
@@ -79,34 +107,22 @@ pub struct Alerting {
 }
 
 impl Alerting {
-    /// Reads the settings and loads the rule files; a bad file is an error
-    /// at startup.
-    pub fn new(config: &Config, now_ms: i64) -> anyhow::Result<Alerting> {
-        let d = |name: &str, v: &str| {
-            parse_duration(v).with_context(|| format!("setting {name}: {v:?} is not a duration"))
-        };
-        let default_interval = d("rule_evaluation_interval", &config.rule_evaluation_interval)?
-            .max(Duration::from_millis(10));
-        let resend_delay = d("alert_resend_delay", &config.alert_resend_delay)?;
-        let anomaly_step = d("anomaly_step", &config.anomaly_step)?.max(Duration::from_millis(10));
-        let external_url = if config.external_url.is_empty() {
-            format!("http://{}", config.api_addr)
-        } else {
-            config.external_url.trim_end_matches('/').to_string()
-        };
-        for url in config
-            .alert_webhooks
-            .iter()
-            .chain(&config.alertmanager_urls)
-        {
+    /// Loads the rule files; a bad file is an error at startup.
+    pub fn new(config: &RulesConfig, now_ms: i64) -> Result<Alerting, String> {
+        let default_interval = config.default_interval.max(Duration::from_millis(10));
+        let anomaly_step = config.anomaly_step.max(Duration::from_millis(10));
+        let resend_delay = config.resend_delay;
+        let anomaly_detection = config.anomaly_detection;
+        let external_url = config.external_url.trim_end_matches('/').to_string();
+        for url in config.webhooks.iter().chain(&config.alertmanagers) {
             if !url.starts_with("http://") {
-                anyhow::bail!("alert receiver {url:?}: only http:// URLs are supported");
+                return Err(format!(
+                    "alert receiver {url:?}: only http:// URLs are supported"
+                ));
             }
         }
-        let anomaly_detection =
-            Mode::parse(&config.anomaly_detection).map_err(anyhow::Error::msg)?;
         let mut groups = rules::load(&config.rule_files, default_interval)
-            .map_err(|e| anyhow::anyhow!("cannot load rule files: {e}"))?;
+            .map_err(|e| format!("cannot load rule files: {e}"))?;
         groups.extend(builtin::group(anomaly_detection, default_interval));
         let live = groups
             .into_iter()
@@ -122,11 +138,7 @@ impl Alerting {
             anomaly_detection,
             resend_delay,
             anomaly_step,
-            notifier: Notifier::new(
-                &config.alert_webhooks,
-                &config.alertmanager_urls,
-                &external_url,
-            ),
+            notifier: Notifier::new(&config.webhooks, &config.alertmanagers, &external_url),
             external_url,
             groups: Mutex::new(live),
             generation: watch::channel(0).0,
@@ -204,8 +216,13 @@ impl Alerting {
         Ok(counts)
     }
 
+    /// Changes at every successful reload: the runner restarts its groups.
+    pub fn generations(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
     /// Evaluates one group now (blocking) and dispatches what came of it.
-    fn evaluate(&self, backend: &dyn Backend, group: &LiveGroup, now_ms: i64) {
+    pub fn evaluate(&self, backend: &dyn Backend, group: &LiveGroup, now_ms: i64) {
         let mut state = group.state.lock();
         if group.retired.load(Ordering::Acquire) {
             return;
@@ -291,186 +308,16 @@ fn live(def: Group) -> Arc<LiveGroup> {
     })
 }
 
-impl Backend for App {
-    fn query(&self, expr: &str, t: i64) -> Result<Value, String> {
-        self.engine
-            .instant(&StoreQueryable(self.store.clone()), expr, t)
-            .map_err(|e| e.to_string())
+impl LiveGroup {
+    /// Whether a reload replaced this group (its runner stops).
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
-
-    fn query_range(&self, expr: &str, start: i64, end: i64, step: i64) -> Result<Value, String> {
-        self.engine
-            .range(&StoreQueryable(self.store.clone()), expr, start, end, step)
-            .map_err(|e| e.to_string())
-    }
-
-    fn select(
-        &self,
-        matchers: &[sonde_model::Matcher],
-        mint: i64,
-        maxt: i64,
-    ) -> Result<Vec<Series>, String> {
-        self.store
-            .select(matchers, mint, maxt)
-            .map_err(|e| e.to_string())
-    }
-
-    fn append(&self, series: &[Series]) -> Result<(), String> {
-        let report = self.store.append(series).map_err(|e| e.to_string())?;
-        match report.first_error {
-            Some((_, detail)) if report.accepted == 0 && report.duplicates == 0 => Err(detail),
-            _ => Ok(()),
-        }
-    }
-
-    /// An `anomaly.detected` event: listed by `/api/v1/events`, streamed by
-    /// the live tail, attributed to the series' service when it names one.
-    fn anomaly(
-        &self,
-        rule: &str,
-        series: &sonde_model::Labels,
-        a: &sonde_analysis::Assessment,
-        t: i64,
-    ) {
-        use sonde_model::records::{AttrValue, LogRecord, Origin};
-        let service = ["service_name", "job", "service"]
-            .iter()
-            .find_map(|k| series.get(k))
-            .unwrap_or("sonde")
-            .to_string();
-        let mut attributes = vec![
-            ("alert.rule".to_string(), AttrValue::Str(rule.to_string())),
-            ("anomaly.score".to_string(), AttrValue::Double(a.score)),
-            (
-                "anomaly.observed".to_string(),
-                AttrValue::Double(a.observed),
-            ),
-            (
-                "anomaly.expected_low".to_string(),
-                AttrValue::Double(a.expected_low),
-            ),
-            (
-                "anomaly.expected_high".to_string(),
-                AttrValue::Double(a.expected_high),
-            ),
-            (
-                "anomaly.series".to_string(),
-                AttrValue::Str(series.to_string()),
-            ),
-        ];
-        attributes.extend(series.iter().map(|l| {
-            (
-                format!("series.{}", l.name),
-                AttrValue::Str(l.value.clone()),
-            )
-        }));
-        let t_ns = t.saturating_mul(1_000_000);
-        let event = LogRecord {
-            time_ns: t_ns,
-            observed_ns: t_ns,
-            severity_number: 13,
-            severity_text: "WARN".into(),
-            body: a.describe(),
-            event_name: "anomaly.detected".into(),
-            trace_id: None,
-            span_id: None,
-            flags: 0,
-            origin: std::sync::Arc::new(Origin {
-                service,
-                host: series.get("host_name").unwrap_or_default().to_string(),
-                scope_name: "sonde.alerting".into(),
-                ..Origin::default()
-            }),
-            attributes,
-        };
-        match self.records.append_logs(vec![event]) {
-            Ok(stored) if self.tail.has_subscribers() => {
-                self.tail.publish(crate::tail::TailBatch::Logs(stored));
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!("cannot store an anomaly event: {e}"),
-        }
-    }
-}
-
-/// Runs the rules until `stop`: the notifiers, a task per group, and the
-/// SIGHUP handler that reloads.
-pub fn spawn(state: AppState, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    let senders = state.alerting.notifier.spawn(stop.clone());
-    let hup = {
-        let (state, mut stop) = (state.clone(), stop.clone());
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut hup = match signal(SignalKind::hangup()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot install the SIGHUP handler; reload with POST /-/reload: {e}"
-                    );
-                    return;
-                }
-            };
-            loop {
-                tokio::select! {
-                    _ = hup.recv() => {
-                        tracing::info!("SIGHUP: reloading rules");
-                        let st = state.clone();
-                        let _ = tokio::task::spawn_blocking(move || st.alerting.reload(st.clock.now_ms())).await;
-                    }
-                    _ = stopped(&mut stop) => return,
-                }
-            }
-        })
-    };
-    let mut stop = stop;
-    tokio::spawn(async move {
-        let mut generation = state.alerting.generation.subscribe();
-        loop {
-            generation.borrow_and_update();
-            let tasks: Vec<_> = state
-                .alerting
-                .groups()
-                .into_iter()
-                .map(|g| tokio::spawn(run_group(state.clone(), g)))
-                .collect();
-            let stopped = tokio::select! {
-                _ = generation.changed() => false,
-                _ = stopped(&mut stop) => true,
-            };
-            for t in &tasks {
-                t.abort();
-            }
-            if stopped {
-                break;
-            }
-        }
-        let _ = hup.await;
-        for s in senders {
-            let _ = s.await;
-        }
-    })
 }
 
 /// Resolves once `stop` is true (or its sender is gone).
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-async fn run_group(state: AppState, group: Arc<LiveGroup>) {
-    let mut tick = tokio::time::interval(group.def.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tick.tick().await;
-        if group.retired.load(Ordering::Acquire) {
-            return;
-        }
-        let (st, g) = (state.clone(), group.clone());
-        let _ = tokio::task::spawn_blocking(move || {
-            let now = st.clock.now_ms();
-            st.alerting.evaluate(st.as_ref(), &g, now);
-        })
-        .await;
-    }
 }
 
 /// RFC 3339 in UTC with milliseconds when not whole, as Go prints times.
@@ -497,10 +344,7 @@ mod tests {
         assert_eq!(rfc3339(1_700_000_000_120), "2023-11-14T22:13:20.12Z");
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(
-            crate::api::parse_time(&rfc3339(1_234_567_890_123)),
-            Some(1_234_567_890_123)
-        );
+        assert_eq!(rfc3339(1_234_567_890_123), "2009-02-13T23:31:30.123Z");
     }
 
     #[test]
@@ -509,9 +353,9 @@ mod tests {
         let file = dir.path().join("a.yml");
         let write = |text: &str| std::fs::write(&file, text).unwrap();
         write("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: vector(1)\n");
-        let config = Config {
+        let config = RulesConfig {
             rule_files: vec![format!("{}/*.yml", dir.path().display())],
-            ..Config::default()
+            ..RulesConfig::default()
         };
         let a = Alerting::new(&config, 0).unwrap();
         a.groups()[0].state.lock().rules[0].last_error = "kept".into();

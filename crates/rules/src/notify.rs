@@ -27,7 +27,6 @@ const AM_BATCH: usize = 64;
 const MAX_ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One alert to tell a receiver about.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,20 +176,43 @@ impl Notifier {
         }
     }
 
-    /// Starts one sending task per destination; they end when `stop` turns true.
-    pub fn spawn(&self, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(TIMEOUT)
-            .user_agent(concat!("Sonde/", env!("CARGO_PKG_VERSION")))
-            .build();
+    /// Starts one sending task per destination, posting through
+    /// `transport`; they end when `stop` turns true.
+    pub fn spawn(
+        &self,
+        transport: Arc<dyn Transport>,
+        stop: watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         self.destinations
             .iter()
-            .map(|d| tokio::spawn(deliver(d.clone(), agent.clone(), stop.clone())))
+            .map(|d| tokio::spawn(deliver(d.clone(), transport.clone(), stop.clone())))
             .collect()
     }
 }
 
-async fn deliver(d: Arc<Destination>, agent: ureq::Agent, mut stop: watch::Receiver<bool>) {
+/// How a notification reaches a receiver: the server posts JSON over HTTP
+/// (with a timeout, `TIMEOUT`); tests record what would be sent.
+pub trait Transport: Send + Sync {
+    /// Posts `body` (JSON) to `url`, blocking; an error says whether a
+    /// retry may help (a 5xx or 429, a connection error) and what happened.
+    fn post(&self, url: &str, body: &str) -> Result<(), Failure>;
+}
+
+/// A failed delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub retryable: bool,
+    pub message: String,
+}
+
+/// How long one delivery may take.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn deliver(
+    d: Arc<Destination>,
+    transport: Arc<dyn Transport>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let Some((body, alerts)) = d.next_request() else {
             tokio::select! {
@@ -200,10 +222,10 @@ async fn deliver(d: Arc<Destination>, agent: ureq::Agent, mut stop: watch::Recei
         };
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=MAX_ATTEMPTS {
-            let (agent, url, body) = (agent.clone(), d.url.clone(), body.clone());
+            let (transport, url, body) = (transport.clone(), d.url.clone(), body.clone());
             let result = tokio::select! {
-                r = tokio::task::spawn_blocking(move || post(&agent, &url, &body)) => {
-                    r.unwrap_or_else(|e| Err((false, e.to_string())))
+                r = tokio::task::spawn_blocking(move || transport.post(&url, &body)) => {
+                    r.unwrap_or_else(|e| Err(Failure { retryable: false, message: e.to_string() }))
                 }
                 _ = stopped(&mut stop) => return,
             };
@@ -212,43 +234,26 @@ async fn deliver(d: Arc<Destination>, agent: ureq::Agent, mut stop: watch::Recei
                     d.counts.sent.fetch_add(alerts, Ordering::Relaxed);
                     break;
                 }
-                Err((retry, e)) if retry && attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(url = %d.url, attempt, "sending alerts failed, retrying: {e}");
+                Err(f) if f.retryable && attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(url = %d.url, attempt, "sending alerts failed, retrying: {}", f.message);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = stopped(&mut stop) => return,
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
-                Err((_, e)) => {
+                Err(f) => {
                     d.counts.failed.fetch_add(alerts, Ordering::Relaxed);
                     tracing::warn!(
                         url = %d.url,
                         kind = d.kind.as_str(),
                         alerts,
-                        "sending alerts failed after {attempt} attempts: {e}"
+                        "sending alerts failed after {attempt} attempts: {}", f.message
                     );
                     break;
                 }
             }
         }
-    }
-}
-
-/// Posts JSON; an error says whether a retry may help.
-fn post(agent: &ureq::Agent, url: &str, body: &str) -> Result<(), (bool, String)> {
-    match agent
-        .post(url)
-        .set("Content-Type", "application/json")
-        .send_string(body)
-    {
-        Ok(_) => Ok(()),
-        Err(ureq::Error::Status(code, resp)) => {
-            let text = resp.into_string().unwrap_or_default();
-            let text: String = text.chars().take(200).collect();
-            Err((code >= 500 || code == 429, format!("HTTP {code}: {text}")))
-        }
-        Err(e) => Err((true, e.to_string())),
     }
 }
 
@@ -384,6 +389,76 @@ mod tests {
             fingerprint(&Labels::from_pairs([("a", "bc")])),
             fingerprint(&Labels::from_pairs([("ab", "c")]))
         );
+    }
+
+    /// Fails the first `failures` posts (retryably), then records them.
+    struct Flaky {
+        failures: Mutex<u32>,
+        retryable: bool,
+        posted: Mutex<Vec<(String, String)>>,
+    }
+
+    impl Transport for Flaky {
+        fn post(&self, url: &str, body: &str) -> Result<(), Failure> {
+            let mut f = self.failures.lock();
+            if *f > 0 {
+                *f -= 1;
+                return Err(Failure {
+                    retryable: self.retryable,
+                    message: "HTTP 503: busy".into(),
+                });
+            }
+            self.posted.lock().push((url.into(), body.into()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn delivery_goes_through_the_transport_with_retries() {
+        let n = Notifier::new(&["http://hook".to_string()], &[], "http://sonde");
+        let flaky = Arc::new(Flaky {
+            failures: Mutex::new(2),
+            retryable: true,
+            posted: Mutex::new(Vec::new()),
+        });
+        let (stop_tx, stop) = watch::channel(false);
+        let tasks = n.spawn(flaky.clone(), stop);
+        n.send("High", &[notice("a", false)], &[]);
+        let d = &n.destinations[0];
+        for _ in 0..200 {
+            if d.counts.sent.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(d.counts.sent.load(Ordering::Relaxed), 1);
+        let posted = flaky.posted.lock().clone();
+        assert_eq!(posted.len(), 1);
+        assert_eq!(posted[0].0, "http://hook");
+        assert!(posted[0].1.contains("\"alertname\":\"High\""));
+
+        // A refusal that no retry can help is counted as failed at once.
+        *flaky.failures.lock() = 1;
+        let refused = Arc::new(Flaky {
+            failures: Mutex::new(1),
+            retryable: false,
+            posted: Mutex::new(Vec::new()),
+        });
+        stop_tx.send(true).unwrap();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let (_stop_tx, stop) = watch::channel(false);
+        let _tasks = n.spawn(refused.clone(), stop);
+        n.send("High", &[notice("b", false)], &[]);
+        for _ in 0..200 {
+            if d.counts.failed.load(Ordering::Relaxed) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(d.counts.failed.load(Ordering::Relaxed), 1);
+        assert!(refused.posted.lock().is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Tests of rule evaluation and alert states.
 
 use super::*;
-use crate::alerting::rules::parse_file;
+use crate::rules::parse_file;
 use parking_lot::Mutex;
 use sonde_query::InstantSample;
 use std::time::Duration;

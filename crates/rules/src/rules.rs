@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::template::{Template, Val};
-use crate::config::parse_duration;
+use sonde_model::time::parse_duration;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -11,8 +11,8 @@ use sonde_model::{Labels, Matcher, Sample, Series, METRIC_NAME};
 use sonde_query::{Engine, Queryable, Value};
 
 use super::*;
-use crate::alerting::eval::{eval_group, Backend, GroupState, Settings};
-use crate::alerting::rules::{Kind, DEFAULT_ANOMALY_SCORE};
+use crate::eval::{eval_group, Backend, GroupState, Settings};
+use crate::rules::{Kind, DEFAULT_ANOMALY_SCORE};
 use sonde_pipeline::spanmetrics::SpanMetrics;
 use sonde_pipeline::{Collect, Options, Processor};
 
@@ -62,7 +62,7 @@ fn the_group_follows_the_setting() {
             .find(|(k, _)| k == "summary")
             .unwrap()
             .1;
-        let vars = crate::alerting::rules::sample_vars(true);
+        let vars = crate::rules::sample_vars(true);
         assert!(summary.expand(&vars).contains("unusual"), "{}", r.name);
     }
 }
