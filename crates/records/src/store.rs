@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,16 +52,44 @@ impl Config {
     }
 }
 
-enum Segment {
+pub(crate) enum SegmentData {
     Spans(SpanSegment),
     Logs(LogSegment),
 }
 
+/// A Parquet segment in the store's list. Queries hold it by `Arc` while
+/// they read; retention marks it expired and takes it off the list, and
+/// the file is deleted when the last holder lets go, so a query that
+/// started before retention never finds its file gone (and no descriptor
+/// is kept open for it meanwhile).
+pub(crate) struct Segment {
+    pub(crate) data: SegmentData,
+    expired: AtomicBool,
+}
+
 impl Segment {
-    fn meta(&self) -> &segment::SegmentMeta {
-        match self {
-            Segment::Spans(s) => s.meta(),
-            Segment::Logs(s) => s.meta(),
+    fn new(data: SegmentData) -> Arc<Segment> {
+        Arc::new(Segment {
+            data,
+            expired: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn meta(&self) -> &segment::SegmentMeta {
+        match &self.data {
+            SegmentData::Spans(s) => s.meta(),
+            SegmentData::Logs(s) => s.meta(),
+        }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.expired.load(AtomicOrdering::Acquire) {
+            let path = &self.meta().path;
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(segment = %path.display(), error = %e, "cannot delete expired segment");
+            }
         }
     }
 }
@@ -144,12 +173,12 @@ impl RecordStore {
                 continue;
             }
             let opened = if is_spans {
-                SpanSegment::open(&path).map(Segment::Spans)
+                SpanSegment::open(&path).map(SegmentData::Spans)
             } else {
-                LogSegment::open(&path).map(Segment::Logs)
+                LogSegment::open(&path).map(SegmentData::Logs)
             };
             match opened {
-                Ok(s) => segments.push((seq, Arc::new(s))),
+                Ok(s) => segments.push((seq, Segment::new(s))),
                 Err(e) => tracing::error!(segment = %path.display(), error = %e,
                     "cannot read segment; it is left in place and ignored"),
             }
@@ -314,12 +343,12 @@ impl RecordStore {
         if buffer.span_count > 0 {
             let path = dir.join(format!("spans-{seq:08}.parquet"));
             segment::write_spans(&path, &mut buffer.spans().cloned().collect::<Vec<_>>())?;
-            out.push(Arc::new(Segment::Spans(SpanSegment::open(&path)?)));
+            out.push(Segment::new(SegmentData::Spans(SpanSegment::open(&path)?)));
         }
         if buffer.log_count > 0 {
             let path = dir.join(format!("logs-{seq:08}.parquet"));
             segment::write_logs(&path, &mut buffer.logs().cloned().collect::<Vec<_>>())?;
-            out.push(Arc::new(Segment::Logs(LogSegment::open(&path)?)));
+            out.push(Segment::new(SegmentData::Logs(LogSegment::open(&path)?)));
         }
         wal::sync_dir(&dir)?;
         Ok(out)
@@ -348,11 +377,11 @@ impl RecordStore {
         doomed.sort_unstable();
         doomed.dedup();
         for &i in doomed.iter().rev() {
-            let seg = segments.remove(i);
-            let path = &seg.meta().path;
-            if let Err(e) = std::fs::remove_file(path) {
-                tracing::warn!(segment = %path.display(), error = %e, "cannot delete expired segment");
-            }
+            // Deleted now, or when the last query reading it is done.
+            segments
+                .remove(i)
+                .expired
+                .store(true, AtomicOrdering::Release);
         }
         Ok(doomed.len())
     }
@@ -373,7 +402,7 @@ impl RecordStore {
             .collect()
     }
 
-    fn segments_newest_first(&self) -> Vec<Arc<Segment>> {
+    pub(crate) fn segments_newest_first(&self) -> Vec<Arc<Segment>> {
         let mut segs: Vec<_> = self.segments.read().clone();
         segs.sort_by_key(|s| std::cmp::Reverse(s.meta().max_time_ns));
         segs
@@ -387,7 +416,7 @@ impl RecordStore {
             spans.extend(b.trace(id).cloned());
         }
         for seg in self.segments_newest_first() {
-            if let Segment::Spans(s) = &*seg {
+            if let SegmentData::Spans(s) = &seg.data {
                 if s.may_contain_trace(id) {
                     spans.extend(s.read_trace(id)?);
                 }
@@ -412,7 +441,7 @@ impl RecordStore {
             trace_id: Some(*id),
         };
         for seg in self.segments_newest_first() {
-            if let Segment::Logs(s) = &*seg {
+            if let SegmentData::Logs(s) = &seg.data {
                 s.scan(&hints, &mut |l| {
                     if l.trace_id == Some(*id) {
                         logs.push(l);
@@ -467,7 +496,7 @@ impl RecordStore {
             if m.max_time_ns < q.start_ns.saturating_sub(MAX_SPAN_NS) || m.min_time_ns > q.end_ns {
                 continue;
             }
-            if let Segment::Spans(s) = &*seg {
+            if let SegmentData::Spans(s) = &seg.data {
                 s.scan(&hints, &mut |span| {
                     consider(&span);
                     true
@@ -552,7 +581,7 @@ impl RecordStore {
             if found.len() >= want && found[want - 1].0 > m.max_time_ns {
                 break;
             }
-            if let Segment::Logs(s) = &*seg {
+            if let SegmentData::Logs(s) = &seg.data {
                 // The scan runs newest first: once `want` matches after the
                 // cursor are in, only records at the same time (ordered by
                 // key) may still belong.

@@ -484,3 +484,27 @@ fn pages_through_thousands_of_logs_at_one_timestamp_stay_small_and_exact() {
     unique.dedup();
     assert_eq!(unique.len(), 2001, "each record once, the twins twice");
 }
+
+#[test]
+fn a_segment_expired_by_retention_stays_readable_for_a_query_holding_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append_spans(trace(1, "api", 3, 20, false)).unwrap();
+    store.flush().unwrap();
+    // A query has taken its list of segments and is about to read.
+    let held = store.segments_newest_first();
+    assert_eq!(held.len(), 1);
+    let path = held[0].meta().path.clone();
+    assert_eq!(store.apply_retention(i64::MAX, Some(1)).unwrap(), 1);
+    assert!(
+        store.trace(&trace_id(1)).unwrap().is_empty(),
+        "gone for new queries"
+    );
+    assert!(path.exists(), "deleted under a running query");
+    let crate::store::SegmentData::Spans(s) = &held[0].data else {
+        panic!("a span segment");
+    };
+    assert_eq!(s.read_trace(&trace_id(1)).unwrap().len(), 3);
+    drop(held);
+    assert!(!path.exists(), "deleted once the last reader is done");
+}
