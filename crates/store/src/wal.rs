@@ -193,9 +193,11 @@ impl Wal {
     pub fn log_series(&self, series_ref: u64, labels: &Labels) -> Result<()> {
         let mut buf = Vec::with_capacity(64);
         encode_series(&mut buf, series_ref, labels);
-        // No fsync of its own: the samples record that follows in the same
-        // file is synced, and that covers this one too.
-        self.write(&buf, false)
+        // Called under the head's index lock: no fsync of its own (the
+        // samples record that follows is synced, which covers this one) and
+        // no rotation (which fsyncs the old segment and the directory); a
+        // segment may end a few series records past its size for it.
+        self.write(&buf, false, false)
     }
 
     pub fn log_samples(&self, samples: &[RefSample]) -> Result<()> {
@@ -204,7 +206,7 @@ impl Wal {
         }
         let mut buf = Vec::with_capacity(HEADER_LEN + samples.len() * 14);
         encode_samples(&mut buf, samples);
-        self.write(&buf, true)
+        self.write(&buf, true, true)
     }
 
     pub fn log_exemplars(&self, exemplars: &[RefExemplar]) -> Result<()> {
@@ -213,16 +215,16 @@ impl Wal {
         }
         let mut buf = Vec::with_capacity(HEADER_LEN + exemplars.len() * 100);
         encode_exemplars(&mut buf, exemplars);
-        self.write(&buf, true)
+        self.write(&buf, true, true)
     }
 
     pub fn log_metadata(&self, meta: &MetricMetadata) -> Result<()> {
         let mut buf = Vec::new();
         encode_metadata(&mut buf, meta);
-        self.write(&buf, true)
+        self.write(&buf, true, true)
     }
 
-    fn write(&self, framed: &[u8], sync: bool) -> Result<()> {
+    fn write(&self, framed: &[u8], sync: bool, may_rotate: bool) -> Result<()> {
         let mut active = self.active.lock();
         if active.poisoned {
             return Err(std::io::Error::other(
@@ -230,7 +232,7 @@ impl Wal {
             )
             .into());
         }
-        if active.size > 0 && active.size + framed.len() as u64 > SEGMENT_MAX_BYTES {
+        if may_rotate && active.size > 0 && active.size + framed.len() as u64 > SEGMENT_MAX_BYTES {
             self.rotate(&mut active)?;
         }
         if let Err(e) = active.file.write_all(framed) {
@@ -680,6 +682,30 @@ mod tests {
                 Record::Samples(vec![s(7, 1000, 1.0), s(7, 900, -2.5)]),
             ]
         );
+    }
+
+    #[test]
+    fn creating_a_series_never_rotates_or_syncs_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), FsyncPolicy::Always, |_| {}).unwrap();
+        let labels = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+        wal.log_samples(&[s(1, 1, 1.0)]).unwrap();
+        // The segment is full: the next series record still goes into it
+        // (the head's index lock is held), the samples record rotates.
+        wal.active.lock().size = SEGMENT_MAX_BYTES - 1;
+        let seq = wal.active.lock().seq;
+        wal.log_series(7, &labels).unwrap();
+        assert_eq!(wal.active.lock().seq, seq);
+        assert!(
+            wal.active.lock().dirty,
+            "the series record waits for a sync"
+        );
+        wal.log_samples(&[s(7, 2, 2.0)]).unwrap();
+        assert_eq!(wal.active.lock().seq, seq + 1);
+        drop(wal);
+        let recs = replay(dir.path());
+        assert_eq!(recs.len(), 3);
+        assert!(matches!(recs[1], Record::Series { series_ref: 7, .. }));
     }
 
     #[test]
