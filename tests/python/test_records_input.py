@@ -399,9 +399,10 @@ def test_open_tail_does_not_hold_up_shutdown(sonde_factory):
 
 
 def test_a_subscriber_that_does_not_read_is_dropped_and_never_slows_ingest(sonde):
-    """A tail client that stops reading: its socket fills, its queue of
-    1024 batches fills, and it is cut off with a `dropped` event, while every
-    write keeps being acknowledged."""
+    """A tail client that stops reading: its socket fills, its queue
+    (`tail_subscriber_buffer`, 4 MiB) fills, and it is cut off with a
+    `dropped` event and its queue released at once, while every write keeps
+    being acknowledged."""
     stall = SseStream(sonde.api_url, "/api/v1/tail?signal=logs")
     try:
         assert stall.next_event(5)[0] == "subscribed"
@@ -431,6 +432,8 @@ def test_a_subscriber_that_does_not_read_is_dropped_and_never_slows_ingest(sonde
         metrics = sonde.get("/metrics").text
         dropped = [l for l in metrics.splitlines() if l.startswith("sonde_tail_dropped_subscribers_total ")]
         assert dropped == ["sonde_tail_dropped_subscribers_total 1"], dropped
+        queued = [l for l in metrics.splitlines() if l.startswith("sonde_tail_queued_bytes ")]
+        assert queued == ["sonde_tail_queued_bytes 0"], queued
         assert elapsed < 60, f"ingest took {elapsed:.1f}s with a stalled subscriber"
     finally:
         stall.close()

@@ -682,12 +682,57 @@ pub async fn self_metrics(State(state): State<AppState>) -> Response {
         .metrics
         .render_records(&mut text, &state.records, &state.tail);
     state.alerting.render_metrics(&mut text);
+    render_pipeline(&mut text, &state);
     let mut resp = text.into_response();
     resp.headers_mut().insert(
         "content-type",
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     resp
+}
+
+/// The stream processors' bounded state and the background tasks' panics.
+fn render_pipeline(w: &mut String, state: &crate::app::App) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        w,
+        "# HELP sonde_pipeline_state_entries Keys a stream processor holds."
+    );
+    let _ = writeln!(w, "# TYPE sonde_pipeline_state_entries gauge");
+    let states = state.pipeline.states();
+    for (name, size) in &states {
+        let _ = writeln!(
+            w,
+            "sonde_pipeline_state_entries{{processor=\"{name}\"}} {}",
+            size.entries
+        );
+    }
+    let _ = writeln!(
+        w,
+        "# HELP sonde_pipeline_state_cap The most keys a stream processor holds."
+    );
+    let _ = writeln!(w, "# TYPE sonde_pipeline_state_cap gauge");
+    for (name, size) in &states {
+        let _ = writeln!(
+            w,
+            "sonde_pipeline_state_cap{{processor=\"{name}\"}} {}",
+            size.cap
+        );
+    }
+    let _ = writeln!(w, "# HELP sonde_background_task_panics_total Background tasks that panicked and were restarted.");
+    let _ = writeln!(w, "# TYPE sonde_background_task_panics_total counter");
+    let _ = writeln!(
+        w,
+        "sonde_background_task_panics_total {}",
+        crate::tasks::PANICS.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = writeln!(w, "# HELP sonde_records_dedup_keys Recently stored spans and logs remembered to drop re-deliveries.");
+    let _ = writeln!(w, "# TYPE sonde_records_dedup_keys gauge");
+    let _ = writeln!(
+        w,
+        "sonde_records_dedup_keys {}",
+        state.records.stats().dedup_keys
+    );
 }
 
 /// Persists the whole in-memory head as blocks (for measuring footprint and

@@ -30,7 +30,7 @@ pub struct App {
     pub store: Arc<Store>,
     pub records: Arc<RecordStore>,
     pub record_limits: RecordLimits,
-    pub tail: Tail,
+    pub tail: Arc<Tail>,
     pub policies: Policies,
     pub pipeline: sonde_pipeline::Pipeline,
     pub engine: Engine,
@@ -85,7 +85,10 @@ impl App {
         Ok(App {
             write_permits: Semaphore::new(config.max_inflight_writes.max(1)),
             query_permits: Semaphore::new(config.max_concurrent_queries.max(1)),
-            tail: Tail::new(config.max_tail_subscribers),
+            tail: Arc::new(Tail::new(
+                config.max_tail_subscribers,
+                config.tail_buffer_bytes()?,
+            )),
             pipeline: sonde_pipeline::Pipeline::standard(&config.pipeline_options()?),
             policies: Policies::open(
                 config.data_dir.join("policies.json"),

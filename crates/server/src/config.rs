@@ -72,6 +72,9 @@ pub struct Config {
     pub max_exemplars: usize,
     /// Live-tail subscribers at once.
     pub max_tail_subscribers: usize,
+    /// Bytes of spans and logs queued for one live-tail subscriber before
+    /// it counts as too slow and is disconnected.
+    pub tail_subscriber_buffer: String,
     pub max_series: usize,
     pub max_series_per_metric: usize,
     pub max_labels_per_series: usize,
@@ -179,6 +182,7 @@ impl Default for Config {
             max_attribute_value_length: 4096,
             max_exemplars: 100_000,
             max_tail_subscribers: 64,
+            tail_subscriber_buffer: "4MiB".into(),
             max_series: 2_000_000,
             max_series_per_metric: 200_000,
             max_labels_per_series: 64,
@@ -425,6 +429,16 @@ impl Config {
         Ok((metrics, records))
     }
 
+    /// `tail_subscriber_buffer` in bytes.
+    pub fn tail_buffer_bytes(&self) -> anyhow::Result<usize> {
+        Ok(parse_size(&self.tail_subscriber_buffer).with_context(|| {
+            format!(
+                "setting tail_subscriber_buffer: {:?} is not a size like 4MiB",
+                self.tail_subscriber_buffer
+            )
+        })? as usize)
+    }
+
     /// The stream processors' settings.
     pub fn pipeline_options(&self) -> anyhow::Result<sonde_pipeline::Options> {
         let ms = |name: &str, v: &str| {
@@ -592,6 +606,7 @@ impl Defaults for toml::Table {
             ("future_tolerance", &d.future_tolerance),
             ("retention", &d.retention),
             ("retention_size", &d.retention_size),
+            ("tail_subscriber_buffer", &d.tail_subscriber_buffer),
             ("records_retention_share", &d.records_retention_share),
             ("records_buffer_size", &d.records_buffer_size),
             ("records_flush_interval", &d.records_flush_interval),

@@ -199,6 +199,12 @@ impl SelfMetrics {
             "Live-tail subscribers connected.",
             tail.subscribers() as f64,
         );
+        gauge(
+            w,
+            "sonde_tail_queued_bytes",
+            "Bytes of spans and logs queued for live-tail subscribers.",
+            tail.queued_bytes() as f64,
+        );
         header(
             w,
             "sonde_tail_dropped_subscribers_total",

@@ -1,13 +1,19 @@
 //! Live tail: spans, logs and events pushed to subscribers as Server-Sent
 //! Events the moment they are stored.
 //!
-//! Ingest publishes each stored batch to a bounded broadcast channel and
-//! never waits: a subscriber that falls more than the channel behind misses
-//! batches, is told so in a final `dropped` event, and is disconnected. One
-//! slow browser can never slow down ingest.
+//! Ingest hands each stored batch (shared, behind an `Arc`) to every
+//! subscriber's queue and never waits. Each queue is bounded in bytes
+//! (`tail_subscriber_buffer`) and in subscribers (`max_tail_subscribers`),
+//! so the memory live tail can pin is at most their product: a subscriber
+//! whose queue would overflow (a stalled or slow client) has its queue
+//! emptied at once, from the publishing side, even while its connection is
+//! not being polled; it is told so in a final `dropped` event and
+//! disconnected. One slow browser can never slow down ingest nor hold
+//! memory.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,17 +22,15 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
+use parking_lot::Mutex;
 use serde_json::json;
 use sonde_model::records::{LogRecord, SpanRecord};
 use sonde_records::{EventFilter, LogQuery, TraceQuery};
-use tokio::sync::broadcast;
+use tokio::sync::Notify;
 
 use crate::api::{ApiError, Params};
 use crate::app::AppState;
 use crate::records_api::{log_json, parse_log_query, parse_trace_query, span_json};
-
-/// Batches buffered per subscriber before it counts as too slow.
-const CHANNEL_BATCHES: usize = 1024;
 
 #[derive(Debug)]
 pub enum TailBatch {
@@ -34,23 +38,72 @@ pub enum TailBatch {
     Logs(Arc<[LogRecord]>),
 }
 
+impl TailBatch {
+    /// An estimate of the heap bytes the batch holds.
+    fn bytes(&self) -> usize {
+        let attrs = |a: &sonde_model::records::Attributes| -> usize {
+            a.iter()
+                .map(|(k, v)| k.len() + v.as_text().len() + 48)
+                .sum()
+        };
+        match self {
+            TailBatch::Spans(spans) => spans
+                .iter()
+                .map(|s| {
+                    std::mem::size_of::<SpanRecord>()
+                        + s.name.len()
+                        + s.status_message.len()
+                        + attrs(&s.attributes)
+                        + s.events
+                            .iter()
+                            .map(|e| 64 + attrs(&e.attributes))
+                            .sum::<usize>()
+                })
+                .sum(),
+            TailBatch::Logs(logs) => logs
+                .iter()
+                .map(|l| std::mem::size_of::<LogRecord>() + l.body.len() + attrs(&l.attributes))
+                .sum(),
+        }
+    }
+}
+
+/// One subscriber's queue of batches not yet turned into events.
+#[derive(Default)]
+struct Queue {
+    batches: VecDeque<(Arc<TailBatch>, usize)>,
+    bytes: usize,
+    /// Set when the queue overflowed: the batches missed.
+    missed: Option<u64>,
+}
+
+struct Subscriber {
+    queue: Mutex<Queue>,
+    wake: Notify,
+}
+
 pub struct Tail {
-    tx: broadcast::Sender<Arc<TailBatch>>,
-    subscribers: Arc<AtomicUsize>,
+    subscribers: Mutex<Vec<Arc<Subscriber>>>,
+    count: Arc<AtomicUsize>,
     max_subscribers: usize,
+    /// Bytes a subscriber may have queued before it counts as too slow.
+    queue_bytes: usize,
     dropped: AtomicUsize,
+    published: AtomicU64,
     /// Ends every stream at shutdown: a live tail never ends by itself and
     /// would otherwise hold the server's graceful shutdown open.
     closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Tail {
-    pub fn new(max_subscribers: usize) -> Tail {
+    pub fn new(max_subscribers: usize, queue_bytes: usize) -> Tail {
         Tail {
-            tx: broadcast::channel(CHANNEL_BATCHES).0,
-            subscribers: Arc::new(AtomicUsize::new(0)),
+            subscribers: Mutex::new(Vec::new()),
+            count: Arc::new(AtomicUsize::new(0)),
             max_subscribers,
+            queue_bytes: queue_bytes.max(64 << 10),
             dropped: AtomicUsize::new(0),
+            published: AtomicU64::new(0),
             closing: tokio::sync::watch::channel(false).0,
         }
     }
@@ -66,21 +119,88 @@ impl Tail {
     }
 
     pub fn has_subscribers(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.count.load(Ordering::Relaxed) > 0
     }
 
+    /// Queues the batch for every subscriber; never waits. A subscriber
+    /// whose queue would pass its byte budget loses its queue at once and
+    /// is disconnected.
     pub fn publish(&self, batch: TailBatch) {
-        // An error only means nobody listens any more.
-        let _ = self.tx.send(Arc::new(batch));
+        let bytes = batch.bytes();
+        let batch = Arc::new(batch);
+        self.published.fetch_add(1, Ordering::Relaxed);
+        for sub in self.subscribers.lock().iter() {
+            let mut q = sub.queue.lock();
+            if q.missed.is_some() {
+                continue;
+            }
+            if q.bytes + bytes > self.queue_bytes {
+                let missed = q.batches.len() as u64 + 1;
+                *q = Queue {
+                    missed: Some(missed),
+                    ..Queue::default()
+                };
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            } else {
+                q.bytes += bytes;
+                q.batches.push_back((batch.clone(), bytes));
+            }
+            drop(q);
+            sub.wake.notify_one();
+        }
     }
 
     pub fn subscribers(&self) -> usize {
-        self.subscribers.load(Ordering::Relaxed)
+        self.count.load(Ordering::Relaxed)
     }
 
     /// Subscribers disconnected for being too slow, since start.
     pub fn dropped(&self) -> usize {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Bytes queued for all subscribers (shared batches counted once per
+    /// subscriber): at most `max_subscribers` times the per-subscriber
+    /// budget.
+    pub fn queued_bytes(&self) -> usize {
+        self.subscribers
+            .lock()
+            .iter()
+            .map(|s| s.queue.lock().bytes)
+            .sum()
+    }
+
+    /// Registers a subscriber, or `None` past `max_subscribers`.
+    fn subscribe(self: &Arc<Self>) -> Option<Registration> {
+        if self.count.fetch_add(1, Ordering::Relaxed) >= self.max_subscribers {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let sub = Arc::new(Subscriber {
+            queue: Mutex::new(Queue::default()),
+            wake: Notify::new(),
+        });
+        self.subscribers.lock().push(sub.clone());
+        Some(Registration {
+            tail: self.clone(),
+            sub,
+        })
+    }
+}
+
+/// A subscriber for as long as its stream lives.
+struct Registration {
+    tail: Arc<Tail>,
+    sub: Arc<Subscriber>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.tail
+            .subscribers
+            .lock()
+            .retain(|s| !Arc::ptr_eq(s, &self.sub));
+        self.tail.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -124,20 +244,12 @@ impl Filter {
     }
 }
 
-/// Counts a subscriber for as long as its stream lives.
 struct Subscription {
-    rx: broadcast::Receiver<Arc<TailBatch>>,
-    count: Arc<AtomicUsize>,
+    reg: Registration,
     filter: Filter,
-    pending: std::collections::VecDeque<Event>,
+    pending: VecDeque<Event>,
     done: bool,
     closing: tokio::sync::watch::Receiver<bool>,
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// `GET /api/v1/tail?signal=logs|events|spans|all&service=…&severity=…&contains=…&attr=k=v`
@@ -176,8 +288,7 @@ pub async fn tail(State(state): State<AppState>, RawQuery(query): RawQuery) -> R
         Err(msg) => return ApiError::bad_data(msg).into_response(),
     };
     let tail = &state.tail;
-    if tail.subscribers.fetch_add(1, Ordering::Relaxed) >= tail.max_subscribers {
-        tail.subscribers.fetch_sub(1, Ordering::Relaxed);
+    let Some(reg) = tail.subscribe() else {
         return ApiError::new(
             "too_many_requests",
             format!(
@@ -186,21 +297,18 @@ pub async fn tail(State(state): State<AppState>, RawQuery(query): RawQuery) -> R
             ),
         )
         .into_response();
-    }
+    };
     let sub = Subscription {
-        rx: tail.tx.subscribe(),
-        count: tail.subscribers.clone(),
+        reg,
         filter,
-        pending: std::collections::VecDeque::new(),
+        pending: VecDeque::new(),
         done: false,
         closing: tail.closing.subscribe(),
     };
     let opening = Event::default()
         .event("subscribed")
         .data(json!({"signal": signal}).to_string());
-    let state2 = state.clone();
-    let events =
-        stream::once(async move { Ok::<_, Infallible>(opening) }).chain(events_of(sub, state2));
+    let events = stream::once(async move { Ok::<_, Infallible>(opening) }).chain(events_of(sub));
     let mut resp = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
@@ -210,23 +318,37 @@ pub async fn tail(State(state): State<AppState>, RawQuery(query): RawQuery) -> R
     resp
 }
 
-fn events_of(sub: Subscription, state: AppState) -> impl Stream<Item = Result<Event, Infallible>> {
-    stream::unfold((sub, state), |(mut sub, state)| async move {
+fn events_of(sub: Subscription) -> impl Stream<Item = Result<Event, Infallible>> {
+    stream::unfold(sub, |mut sub| async move {
         loop {
             if let Some(ev) = sub.pending.pop_front() {
-                return Some((Ok(ev), (sub, state)));
+                return Some((Ok(ev), sub));
             }
             if sub.done {
                 return None;
             }
-            let received = tokio::select! {
-                r = sub.rx.recv() => r,
-                _ = sub.closing.wait_for(|closing| *closing) => return None,
+            let next = {
+                let mut q = sub.reg.sub.queue.lock();
+                match q.batches.pop_front() {
+                    Some((batch, bytes)) => {
+                        q.bytes -= bytes;
+                        Ok(Some(batch))
+                    }
+                    None => match q.missed {
+                        Some(missed) => Err(missed),
+                        None => Ok(None),
+                    },
+                }
             };
-            match received {
-                Ok(batch) => sub.pending.extend(sub.filter.events(&batch)),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    state.tail.dropped.fetch_add(1, Ordering::Relaxed);
+            match next {
+                Ok(Some(batch)) => sub.pending.extend(sub.filter.events(&batch)),
+                Ok(None) => {
+                    tokio::select! {
+                        _ = sub.reg.sub.wake.notified() => {}
+                        _ = sub.closing.wait_for(|closing| *closing) => return None,
+                    }
+                }
+                Err(missed) => {
                     sub.done = true;
                     sub.pending.push_back(
                         Event::default().event("dropped").data(
@@ -238,8 +360,66 @@ fn events_of(sub: Subscription, state: AppState) -> impl Stream<Item = Result<Ev
                         ),
                     );
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sonde_model::records::Origin;
+
+    use super::*;
+
+    fn logs(n: usize, body_bytes: usize) -> TailBatch {
+        let origin = Arc::new(Origin::default());
+        TailBatch::Logs(
+            (0..n)
+                .map(|i| LogRecord {
+                    time_ns: i as i64,
+                    observed_ns: i as i64,
+                    severity_number: 9,
+                    severity_text: String::new(),
+                    body: "x".repeat(body_bytes),
+                    event_name: String::new(),
+                    trace_id: None,
+                    span_id: None,
+                    flags: 0,
+                    origin: origin.clone(),
+                    attributes: vec![],
+                })
+                .collect::<Vec<_>>()
+                .into(),
+        )
+    }
+
+    fn pop(r: &Registration) -> Option<Arc<TailBatch>> {
+        let mut q = r.sub.queue.lock();
+        let (b, bytes) = q.batches.pop_front()?;
+        q.bytes -= bytes;
+        Some(b)
+    }
+
+    #[test]
+    fn a_stalled_subscriber_is_cut_off_and_its_memory_released_at_once() {
+        let budget = 1 << 20;
+        let tail = Arc::new(Tail::new(2, budget));
+        let reader = tail.subscribe().unwrap();
+        let stalled = tail.subscribe().unwrap();
+        assert!(tail.subscribe().is_none(), "max_tail_subscribers");
+        // 100 KiB a batch: the stalled one never reads.
+        for _ in 0..40 {
+            tail.publish(logs(10, 10 << 10));
+            assert!(pop(&reader).is_some());
+            assert!(tail.queued_bytes() <= 2 * budget);
+        }
+        assert_eq!(tail.dropped(), 1);
+        let q = stalled.sub.queue.lock();
+        assert!(q.batches.is_empty() && q.bytes == 0, "nothing pinned");
+        assert!(q.missed.is_some(), "told it missed batches");
+        drop(q);
+        drop(stalled);
+        assert_eq!(tail.subscribers(), 1);
+        assert!(tail.subscribe().is_some(), "a place freed");
+    }
 }
