@@ -13,6 +13,23 @@ use sonde_model::records::{LogRecord, SpanKind, SpanRecord, TimestampNs};
 /// against a service that puts ids in its span names.
 const MAX_OPERATIONS: usize = 2000;
 const MAX_RELATED: usize = 1000;
+/// Services (and hosts) kept; past it, the one seen least recently goes.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// The entry for `key`, making room by dropping the least recently seen
+/// entry when the map is full.
+fn entry<'a>(map: &'a mut BTreeMap<String, Seen>, key: &str) -> &'a mut Seen {
+    if !map.contains_key(key) && map.len() >= MAX_ENTRIES {
+        if let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, s)| s.last_ns)
+            .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+    }
+    map.entry(key.to_string()).or_default()
+}
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Seen {
@@ -80,16 +97,20 @@ impl Catalog {
     pub fn add_spans(&mut self, spans: &[SpanRecord]) {
         for s in spans {
             let o = &s.origin;
-            let svc = self.services.entry(o.service.clone()).or_default();
+            let svc = entry(&mut self.services, &o.service);
             svc.spans += 1;
             svc.touch(s.start_ns);
             svc.relate(&o.host);
+            if !self.operations.contains_key(&o.service) {
+                let services = &self.services;
+                self.operations.retain(|svc, _| services.contains_key(svc));
+            }
             let ops = self.operations.entry(o.service.clone()).or_default();
             if ops.len() < MAX_OPERATIONS || ops.contains_key(&s.name) {
                 ops.insert(s.name.clone(), s.kind);
             }
             if !o.host.is_empty() {
-                let host = self.hosts.entry(o.host.clone()).or_default();
+                let host = entry(&mut self.hosts, &o.host);
                 host.spans += 1;
                 host.touch(s.start_ns);
                 host.relate(&o.service);
@@ -108,7 +129,7 @@ impl Catalog {
                 if key.is_empty() {
                     continue;
                 }
-                let seen = map.entry(key.clone()).or_default();
+                let seen = entry(map, key);
                 if is_event {
                     seen.events += 1;
                 } else {
@@ -118,6 +139,15 @@ impl Catalog {
                 seen.relate(other);
             }
         }
+    }
+
+    /// Forgets services and hosts not seen since `cutoff_ns` (retention:
+    /// their data is gone), with their operations.
+    pub fn expire(&mut self, cutoff_ns: TimestampNs) {
+        self.services.retain(|_, s| s.last_ns >= cutoff_ns);
+        self.hosts.retain(|_, s| s.last_ns >= cutoff_ns);
+        let services = &self.services;
+        self.operations.retain(|svc, _| services.contains_key(svc));
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
@@ -190,5 +220,51 @@ impl Catalog {
             hosts: map("hosts"),
             operations,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sonde_model::records::Origin;
+
+    use super::*;
+
+    fn log(service: &str, t: TimestampNs) -> LogRecord {
+        LogRecord {
+            time_ns: t,
+            observed_ns: t,
+            severity_number: 9,
+            severity_text: String::new(),
+            body: String::new(),
+            event_name: String::new(),
+            trace_id: None,
+            span_id: None,
+            flags: 0,
+            origin: Arc::new(Origin {
+                service: service.into(),
+                host: format!("host-of-{service}"),
+                ..Origin::default()
+            }),
+            attributes: vec![],
+        }
+    }
+
+    #[test]
+    fn services_and_hosts_are_capped_and_expire_with_retention() {
+        let mut c = Catalog::default();
+        let logs: Vec<LogRecord> = (0..MAX_ENTRIES as i64 + 5)
+            .map(|i| log(&format!("svc-{i}"), 1_000 + i))
+            .collect();
+        c.add_logs(&logs);
+        assert_eq!(c.services.len(), MAX_ENTRIES);
+        assert_eq!(c.hosts.len(), MAX_ENTRIES);
+        // The least recently seen went first.
+        assert!(!c.services.contains_key("svc-0"));
+        assert!(c.services.contains_key(&format!("svc-{}", MAX_ENTRIES + 4)));
+        c.expire(1_000 + MAX_ENTRIES as i64);
+        assert_eq!(c.services.len(), 5);
+        assert_eq!(c.hosts.len(), 5);
     }
 }

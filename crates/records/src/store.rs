@@ -363,6 +363,7 @@ impl RecordStore {
         if age_ns > 0 {
             let cutoff = now_ns.saturating_sub(age_ns);
             doomed.extend((0..segments.len()).filter(|&i| segments[i].meta().max_time_ns < cutoff));
+            self.catalog.lock().expire(cutoff);
         }
         if let Some(max_bytes) = max_bytes {
             let mut total: u64 = segments.iter().map(|s| s.meta().bytes).sum();

@@ -186,6 +186,9 @@ pub struct StoreStats {
     pub compactions: AtomicU64,
 }
 
+/// Metrics that keep metadata (type, help, unit).
+pub const MAX_METADATA: usize = 100_000;
+
 pub struct Store {
     dir: PathBuf,
     opts: StoreOptions,
@@ -553,13 +556,40 @@ impl Store {
     }
 
     /// Records metric metadata (type, help, unit); logged when it changes.
+    /// At most [`MAX_METADATA`] metrics keep metadata: when full, those
+    /// whose metric has no series any more are forgotten first, and if none
+    /// is, the new metric's metadata is not kept (its samples are).
     pub fn set_metadata(&self, meta: MetricMetadata) -> Result<()> {
-        if self.metadata.read().get(&meta.metric) == Some(&meta) {
+        let known = {
+            let m = self.metadata.read();
+            if m.get(&meta.metric) == Some(&meta) {
+                return Ok(());
+            }
+            m.contains_key(&meta.metric)
+        };
+        if !known && self.metadata.read().len() >= MAX_METADATA && !self.forget_idle_metadata() {
             return Ok(());
         }
         self.wal.log_metadata(&meta)?;
         self.metadata.write().insert(meta.metric.clone(), meta);
         Ok(())
+    }
+
+    /// Forgets the metadata of metrics without series; true if any went.
+    fn forget_idle_metadata(&self) -> bool {
+        let names: Vec<String> = self.metadata.read().keys().cloned().collect();
+        let idle: Vec<String> = names
+            .into_iter()
+            .filter(|name| {
+                let m = vec![Matcher::equal(sonde_model::METRIC_NAME, name)];
+                self.series(&[m], i64::MIN, i64::MAX).is_empty()
+            })
+            .collect();
+        let mut metadata = self.metadata.write();
+        for name in &idle {
+            metadata.remove(name);
+        }
+        !idle.is_empty()
     }
 
     pub fn metadata(&self) -> Vec<MetricMetadata> {

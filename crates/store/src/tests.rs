@@ -383,3 +383,30 @@ fn a_backfill_burst_asks_for_maintenance_at_once() {
     assert!(!store.needs_maintenance(), "cut down to the recent part");
     assert!(!store.blocks().is_empty());
 }
+
+#[test]
+fn metadata_is_bounded_and_forgets_metrics_without_series_first() {
+    use sonde_model::{MetricMetadata, MetricType};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        fsync: crate::FsyncPolicy::Never,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), opts, clock(NOW)).unwrap();
+    let meta = |name: &str| MetricMetadata {
+        metric: name.to_string(),
+        kind: MetricType::Gauge,
+        help: String::new(),
+        unit: String::new(),
+    };
+    store.append(&[series("kept", "a", &[(NOW, 1.0)])]).unwrap();
+    store.set_metadata(meta("kept")).unwrap();
+    for i in 1..crate::MAX_METADATA {
+        store.set_metadata(meta(&format!("gone_{i}"))).unwrap();
+    }
+    assert_eq!(store.metadata().len(), crate::MAX_METADATA);
+    // Full: the metrics without series make room for the new one.
+    store.set_metadata(meta("new")).unwrap();
+    let names: Vec<String> = store.metadata().into_iter().map(|m| m.metric).collect();
+    assert_eq!(names, vec!["kept".to_string(), "new".to_string()]);
+}
