@@ -1,14 +1,16 @@
 //! Kafka ingest: one consumer group per Sonde deployment.
 //!
 //! At least once: a message's offset is stored for commit only after the
-//! message is in the WAL (or, if malformed, counted, logged and copied to
+//! message is in the WAL (a message the store refuses for now holds back
+//! its own partition, paused, and no other: `stalls.rs`) (or, if malformed, counted, logged and copied to
 //! the dead-letter topic). librdkafka commits stored offsets every second
 //! and when partitions are revoked, so a crash re-delivers at most the
 //! last second; the store keeps one sample per series and timestamp and
 //! one span per id, so re-delivery does not double count.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::config::ClientConfig;
@@ -17,13 +19,18 @@ use rdkafka::consumer::{
 };
 use rdkafka::message::{Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
+use super::stalls::{self, PartitionKey, Stalls};
 use super::{ingest, retry_delay, DecodeOptions, Failure, Message, Route};
 use crate::app::AppState;
 
 struct GroupContext;
+
+/// Rebalances since start: the consume loop drops what it holds back when
+/// this moves (the partitions are read again from their committed offsets).
+static REBALANCES: AtomicU64 = AtomicU64::new(0);
 
 impl ClientContext for GroupContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
@@ -39,6 +46,7 @@ const REBUILD_AFTER: Duration = Duration::from_millis(500);
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        REBALANCES.fetch_add(1, Ordering::SeqCst);
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 // Hand over exactly what is stored: the next owner starts
@@ -181,6 +189,23 @@ enum Ended {
     BrokersLost,
 }
 
+/// A message read off a partition, owned, so it can wait its turn.
+struct Pending {
+    route: usize,
+    offset: i64,
+    payload: Vec<u8>,
+    context: Vec<(String, String)>,
+    headers: Option<OwnedHeaders>,
+}
+
+enum Handled {
+    /// Stored, or malformed and skipped: its offset is stored.
+    Done,
+    /// The store refused it for now.
+    Refused,
+    Stopped,
+}
+
 async fn consume_loop(
     state: &AppState,
     consumer: &StreamConsumer<GroupContext>,
@@ -193,9 +218,24 @@ async fn consume_loop(
     let key_attribute = &state.config.kafka_key_attribute;
     let mut connected = false;
     let mut failing_since: Option<std::time::Instant> = None;
+    // A refused message holds back its own partition only (`stalls.rs`).
+    let mut stalls: Stalls<Pending> = Stalls::default();
+    let mut rebalances = REBALANCES.load(Ordering::SeqCst);
     loop {
+        let now = REBALANCES.load(Ordering::SeqCst);
+        if now != rebalances {
+            rebalances = now;
+            stalls.clear();
+        }
+        let wait = stalls::until(stalls.next_due(), Instant::now());
         let received = tokio::select! {
             m = consumer.recv() => m,
+            _ = tokio::time::sleep(wait) => {
+                if let Some(end) = retry_held(state, consumer, routes, options, dead_letter, stop, &mut stalls).await {
+                    return end;
+                }
+                continue;
+            }
             _ = super::wait_stop(stop.clone()) => return Ended::Stopped,
         };
         let msg = match received {
@@ -218,8 +258,8 @@ async fn consume_loop(
             state.metrics.broker_connected("kafka", true);
             connected = true;
         }
-        let (topic, partition, offset) = (msg.topic().to_string(), msg.partition(), msg.offset());
-        let Some(route) = routes.iter().find(|r| r.topic == topic) else {
+        let key: PartitionKey = (msg.topic().to_string(), msg.partition());
+        let Some(route) = routes.iter().position(|r| r.topic == key.0) else {
             continue;
         };
         let mut context = Vec::new();
@@ -237,62 +277,162 @@ async fn consume_loop(
                 context.push((key_attribute.clone(), k.to_string()));
             }
         }
-        let payload = msg.payload().unwrap_or_default().to_vec();
-        let original_headers = msg.headers().map(|h| h.detach());
+        let pending = Pending {
+            route,
+            offset: msg.offset(),
+            payload: msg.payload().unwrap_or_default().to_vec(),
+            context,
+            headers: msg.headers().map(|h| h.detach()),
+        };
         drop(msg);
-        let mut attempt = 0;
-        let outcome = loop {
-            let m = Message {
-                payload: payload.clone(),
-                context: context.clone(),
-            };
-            match ingest(state, "kafka", route, options, m).await {
-                Err(Failure::Retry(e)) => {
-                    if *stop.borrow() {
-                        break Err(Failure::Retry(e));
+        if stalls.is_stalled(&key) {
+            stalls.hold(&key, pending);
+            continue;
+        }
+        match handle(
+            state,
+            consumer,
+            routes,
+            options,
+            dead_letter,
+            stop,
+            &key,
+            &pending,
+        )
+        .await
+        {
+            Handled::Done => {}
+            Handled::Stopped => return Ended::Stopped,
+            Handled::Refused => {
+                set_paused(consumer, &key, true);
+                stalls.stall(key, pending, Instant::now());
+            }
+        }
+    }
+}
+
+/// Retries the held messages that are due, in their partitions' order.
+async fn retry_held(
+    state: &AppState,
+    consumer: &StreamConsumer<GroupContext>,
+    routes: &[Route],
+    options: &DecodeOptions,
+    dead_letter: &Option<FutureProducer>,
+    stop: &watch::Receiver<bool>,
+    stalls: &mut Stalls<Pending>,
+) -> Option<Ended> {
+    for key in stalls.due(Instant::now()) {
+        while let Some(pending) = stalls.front(&key) {
+            match handle(
+                state,
+                consumer,
+                routes,
+                options,
+                dead_letter,
+                stop,
+                &key,
+                pending,
+            )
+            .await
+            {
+                Handled::Stopped => return Some(Ended::Stopped),
+                Handled::Refused => {
+                    stalls.refused_again(&key, Instant::now());
+                    break;
+                }
+                Handled::Done => {
+                    if stalls.done_front(&key) {
+                        set_paused(consumer, &key, false);
+                        break;
                     }
-                    tracing::warn!(%topic, partition, offset, "Kafka: {e}; retrying");
+                }
+            }
+        }
+    }
+    None
+}
+
+fn set_paused(
+    consumer: &StreamConsumer<GroupContext>,
+    (topic, partition): &PartitionKey,
+    pause: bool,
+) {
+    let mut tpl = TopicPartitionList::new();
+    if tpl
+        .add_partition_offset(topic, *partition, Offset::Invalid)
+        .is_err()
+    {
+        return;
+    }
+    let done = if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    if let Err(e) = done {
+        // A partition revoked meanwhile is no longer ours to pause.
+        tracing::debug!(%topic, partition, pause, "Kafka: {e}");
+    }
+}
+
+/// Ingests one message once; on success (or a malformed message dealt
+/// with) stores its offset for commit.
+#[allow(clippy::too_many_arguments)]
+async fn handle(
+    state: &AppState,
+    consumer: &StreamConsumer<GroupContext>,
+    routes: &[Route],
+    options: &DecodeOptions,
+    dead_letter: &Option<FutureProducer>,
+    stop: &watch::Receiver<bool>,
+    (topic, partition): &PartitionKey,
+    p: &Pending,
+) -> Handled {
+    let (topic, partition, offset) = (topic.as_str(), *partition, p.offset);
+    let m = Message {
+        payload: p.payload.clone(),
+        context: p.context.clone(),
+    };
+    match ingest(state, "kafka", &routes[p.route], options, m).await {
+        Ok(_) => state.metrics.broker_message("kafka", topic, "stored"),
+        Err(Failure::Retry(e)) => {
+            if *stop.borrow() {
+                // Shutting down with the message unstored: its offset stays.
+                return Handled::Stopped;
+            }
+            tracing::warn!(%topic, partition, offset, "Kafka: {e}; this partition waits and retries");
+            return Handled::Refused;
+        }
+        Err(Failure::Malformed(why)) => {
+            state.metrics.broker_message("kafka", topic, "malformed");
+            tracing::warn!(%topic, partition, offset, "Kafka: skipping a malformed message: {why}");
+            if let Some(producer) = dead_letter {
+                // Until the copy is at the broker the offset must not
+                // move past it.
+                let mut attempt = 0;
+                while !dead_letter_copy(
+                    state,
+                    producer,
+                    (topic, partition, offset),
+                    &p.payload,
+                    p.headers.clone(),
+                    &why,
+                )
+                .await
+                {
+                    if *stop.borrow() {
+                        return Handled::Stopped;
+                    }
                     tokio::time::sleep(retry_delay(attempt)).await;
                     attempt += 1;
                 }
-                other => break other,
             }
-        };
-        match outcome {
-            Ok(_) => state.metrics.broker_message("kafka", &topic, "stored"),
-            Err(Failure::Malformed(why)) => {
-                state.metrics.broker_message("kafka", &topic, "malformed");
-                tracing::warn!(%topic, partition, offset, "Kafka: skipping a malformed message: {why}");
-                if let Some(p) = dead_letter {
-                    // Until the copy is at the broker the offset must not
-                    // move past it, and later offsets of the partition
-                    // would: so this partition waits.
-                    let mut attempt = 0;
-                    while !dead_letter_copy(
-                        state,
-                        p,
-                        (&topic, partition, offset),
-                        &payload,
-                        original_headers.clone(),
-                        &why,
-                    )
-                    .await
-                    {
-                        if *stop.borrow() {
-                            return Ended::Stopped;
-                        }
-                        tokio::time::sleep(retry_delay(attempt)).await;
-                        attempt += 1;
-                    }
-                }
-            }
-            // Shutting down with the message unstored: its offset stays.
-            Err(Failure::Retry(_)) => return Ended::Stopped,
-        }
-        if let Err(e) = consumer.store_offset(&topic, partition, offset) {
-            tracing::warn!(%topic, partition, offset, "Kafka: cannot store the offset: {e}");
         }
     }
+    if let Err(e) = consumer.store_offset(topic, partition, offset) {
+        tracing::warn!(%topic, partition, offset, "Kafka: cannot store the offset: {e}");
+    }
+    Handled::Done
 }
 
 /// Commits what is stored before leaving the group.

@@ -11,6 +11,8 @@ pub mod kafka;
 pub mod mqtt;
 pub mod policies;
 mod route;
+#[cfg(any(feature = "kafka", test))]
+pub mod stalls;
 
 use sonde_ingest::otlp::collector::ExportMetricsServiceRequest;
 use sonde_ingest::MetricsBatch;
