@@ -2,8 +2,8 @@
 tansu, a Kafka-compatible broker (built by scripts/test into a cache).
 
 Each runs on free loopback ports with its log attached to failing tests,
-like Sonde itself (harness.LoggedProcess). A missing broker skips the test,
-unless SONDE_REQUIRE_BROKERS=1 (set by scripts/test), which fails it.
+like Sonde itself (harness.LoggedProcess). A missing broker fails the test
+(scripts/test installs both).
 """
 
 from __future__ import annotations
@@ -27,10 +27,7 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 def require(binary: str, what: str) -> None:
     if Path(binary).is_file():
         return
-    msg = f"{what} not found at {binary}; scripts/test installs it"
-    if os.environ.get("SONDE_REQUIRE_BROKERS") == "1":
-        pytest.fail(msg)
-    pytest.skip(msg)
+    pytest.fail(f"{what} not found at {binary}; scripts/test installs it", pytrace=False)
 
 
 def wait_port(port: int, proc: LoggedProcess, timeout: float = 20.0) -> None:

@@ -5,7 +5,9 @@ payments within seconds and the built-in detectors find it on payments;
 the second (the database slow, no errors) is found by the detectors on
 catalog; nothing is raised off each incident's call path. Uses only the
 demo's own rules plus the built-in anomaly detection, evaluated every
-250 ms."""
+250 ms. Incidents are timed from the demo's own `demo.incident.started`
+events, not from the test's clock, so a slow start or a loaded machine
+does not shift what is asserted."""
 
 from __future__ import annotations
 
@@ -32,9 +34,9 @@ def anomalies(s: Sonde) -> list[dict]:
 
 
 def found_since(s: Sonde, since: float, slack: float) -> dict[str, float]:
-    """Service -> seconds after `since` (wall clock) of its first anomaly,
-    counting those up to `slack` seconds before it (a margin: the demo's
-    incident clock starts when the demo does, a little after `wall`)."""
+    """Service -> seconds after `since` (Unix seconds) of its first anomaly,
+    counting those up to `slack` seconds before it (a margin for the
+    detectors' own timestamps, the evaluation's, against the event's)."""
     out: dict[str, float] = {}
     for e in anomalies(s):
         at = int(e["timeUnixNano"]) / 1e9 - since
@@ -44,6 +46,15 @@ def found_since(s: Sonde, since: float, slack: float) -> dict[str, float]:
     return out
 
 
+def incident_start(s: Sonde, name: str) -> float | None:
+    """When the demo says the incident `name` began (Unix seconds)."""
+    r = s.get("/api/v1/events", params={"name": "demo.incident.started", "limit": 100})
+    assert r.status_code == 200, r.text
+    times = [int(e["timeUnixNano"]) / 1e9 for e in r.json()["data"]["logs"]
+             if e["attributes"].get("demo.incident") == name]
+    return min(times) if times else None
+
+
 def firing(s: Sonde) -> list[dict]:
     return [a for a in s.api("/api/v1/alerts")["alerts"] if a["state"] == "firing"]
 
@@ -51,28 +62,32 @@ def firing(s: Sonde) -> list[dict]:
 def test_quiet_demo_raises_nothing_and_the_incidents_are_caught_on_their_services():
     s = Sonde(["--rate", "40", "--workers", "16", "--incident-period", f"{PERIOD_S}s",
                "--rule-evaluation-interval", "250ms", "--no-agent"], command="demo")
-    started, wall = time.monotonic(), time.time()
+    started = time.monotonic()
     s.start(timeout=60)
     try:
-        # The quiet stretch: check as it goes, so a false alarm is caught
-        # when it happens.
-        while time.monotonic() - started < PAYMENTS_AT_S - 5:
+        # The quiet stretch, until the demo says the payments incident
+        # began: check as it goes, so a false alarm is caught when it
+        # happens.
+        pay_t = None
+        while pay_t is None:
+            assert time.monotonic() - started < PAYMENTS_AT_S + 60, "the demo announced no incident"
             assert firing(s) == [], f"alert during the quiet stretch: {firing(s)}"
-            time.sleep(2)
-        quiet = anomalies(s)
+            pay_t = incident_start(s, "payment-provider")
+            time.sleep(1)
+        quiet = [e for e in anomalies(s) if int(e["timeUnixNano"]) / 1e9 < pay_t - 2]
         assert quiet == [], f"anomalies during the quiet stretch: {quiet}"
 
         # The payment provider slows and fails; payments fails, and so do
         # the callers up its path (checkout, frontend).
-        deadline = started + PAYMENTS_AT_S + 60
+        deadline = time.monotonic() + 60
         alerted: dict[str, float] = {}
         detected: dict[str, float] = {}
         while time.monotonic() < deadline and not ("payments" in alerted and "payments" in detected):
-            now = time.monotonic() - started - PAYMENTS_AT_S
+            now = time.time() - pay_t
             for a in firing(s):
                 if a["labels"].get("alertname") == "HighErrorRate":
                     alerted.setdefault(a["labels"]["service_name"], now)
-            detected = found_since(s, wall + PAYMENTS_AT_S, 5)
+            detected = found_since(s, pay_t, 5)
             time.sleep(0.5)
         print(f"payments incident: alerts {alerted}; anomalies (s after it began) {detected}")
         assert "payments" in alerted, f"no HighErrorRate alert on payments within 60 s\n{s.log_text()}"
@@ -81,19 +96,22 @@ def test_quiet_demo_raises_nothing_and_the_incidents_are_caught_on_their_service
 
         # The database slows for 12 s, with no errors: only the detectors
         # can see it, on catalog's latency.
-        time.sleep(max(0.0, started + DB_AT_S - time.monotonic()))
-        deadline = started + DB_AT_S + 40
+        db_t = None
+        while db_t is None:
+            assert time.time() - pay_t < DB_AT_S - PAYMENTS_AT_S + 60, "no database incident announced"
+            db_t = incident_start(s, "database")
+            time.sleep(0.5)
+        deadline = time.monotonic() + 40
         db: dict[str, float] = {}
         while time.monotonic() < deadline and "catalog" not in db:
-            db = found_since(s, wall + DB_AT_S, 2)
+            db = found_since(s, db_t, 2)
             time.sleep(0.5)
         print(f"database incident: anomalies (s after it began) {db}")
         assert "catalog" in db, f"no anomaly on catalog within 40 s: {db}"
         assert set(db) <= DB_PATH, f"anomalies off the database's call path: {db}"
 
         # Between the incidents, only the payments path (as it recovers).
-        between = {svc for svc, at in found_since(s, wall + PAYMENTS_AT_S, 5).items()
-                   if at < DB_AT_S - PAYMENTS_AT_S - 2}
+        between = {svc for svc, at in found_since(s, pay_t, 5).items() if at < db_t - pay_t - 2}
         assert between <= PAYMENTS_PATH, f"anomalies off the payments path: {between}"
     finally:
         s.cleanup()

@@ -1,7 +1,7 @@
 //! The NAB pipeline on a few real NAB files from `shared/`: the results
 //! have the layout and format NAB's scorer reads, and the scorer (run with
-//! python3 when present) accepts and scores them. Skipped when shared/ is
-//! absent, unless SONDE_REQUIRE_SHARED=1.
+//! python3 when present) accepts and scores them. Fails when shared/ is
+//! absent (beside the work tree, or `SONDE_SHARED`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,11 +22,10 @@ fn shared() -> Option<PathBuf> {
     if dir.join("data/nab/data").join(FILES[0]).exists() {
         return Some(dir);
     }
-    if std::env::var("SONDE_REQUIRE_SHARED").as_deref() == Ok("1") {
-        panic!("{}: no NAB data (SONDE_REQUIRE_SHARED=1)", dir.display());
-    }
-    println!("skipped: no NAB data under {}", dir.display());
-    None
+    panic!(
+        "{}: no NAB data: the tests need the shared folder beside the work tree, or SONDE_SHARED",
+        dir.display()
+    );
 }
 
 fn scratch(name: &str) -> PathBuf {

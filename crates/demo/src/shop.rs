@@ -134,11 +134,17 @@ struct Conditions {
     db_slow: bool,
 }
 
+/// The injected incidents: name, and the part of each period they cover.
+/// The demo announces each start and end as a `demo.incident.started` /
+/// `demo.incident.ended` event (the ground truth its tests time from).
+pub const INCIDENTS: [(&str, std::ops::Range<f64>); 2] =
+    [("payment-provider", 0.50..0.60), ("database", 0.80..0.83)];
+
 impl Conditions {
     fn at(phase: f64) -> Conditions {
         Conditions {
-            payments_slow: (0.50..0.60).contains(&phase),
-            db_slow: (0.80..0.83).contains(&phase),
+            payments_slow: INCIDENTS[0].1.contains(&phase),
+            db_slow: INCIDENTS[1].1.contains(&phase),
         }
     }
 }
@@ -464,21 +470,46 @@ impl Shop {
 
     /// Deployments and their rollbacks, as events, on the incident cycle:
     /// a bad payments release goes out just before its incident and is
-    /// rolled back at its end.
+    /// rolled back at its end; and each incident's start and end.
     pub fn operations(&self, stop: &AtomicBool, started: Instant, period: Duration) {
         let mut last_phase = 0.0;
         while !stop.load(Ordering::Relaxed) {
             let phase = (started.elapsed().as_secs_f64() / period.as_secs_f64()).fract();
-            let crossed = |at: f64| last_phase < at && phase >= at;
+            let crossed = |at: f64| {
+                if phase >= last_phase {
+                    last_phase < at && phase >= at
+                } else {
+                    // A new period began.
+                    at > last_phase || phase >= at
+                }
+            };
             if crossed(0.49) {
                 self.deploy(&self.payments, "1.5.0", "rolling");
             }
             if crossed(0.60) {
                 self.deploy(&self.payments, "1.4.1", "rollback");
             }
+            for (i, (name, range)) in INCIDENTS.iter().enumerate() {
+                let svc = if i == 0 {
+                    &self.payments
+                } else {
+                    &self.catalog
+                };
+                if crossed(range.start) {
+                    self.incident(svc, name, "demo.incident.started");
+                }
+                if crossed(range.end) {
+                    self.incident(svc, name, "demo.incident.ended");
+                }
+            }
             last_phase = phase;
-            crate::sleep_until_stopped(stop, Duration::from_millis(500));
+            crate::sleep_until_stopped(stop, Duration::from_millis(100));
         }
+    }
+
+    fn incident(&self, svc: &Service, name: &'static str, event: &'static str) {
+        svc.logger
+            .event(event, [KeyValue::new("demo.incident", name)]);
     }
 
     fn deploy(&self, svc: &Service, version: &'static str, strategy: &'static str) {

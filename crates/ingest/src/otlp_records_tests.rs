@@ -9,8 +9,8 @@ use super::*;
 
 const T0: u64 = 1_700_000_000_000_000_000;
 
-/// An official OTLP JSON example from shared/, or `None` (test skipped) when
-/// shared/ is not beside the work tree, unless SONDE_REQUIRE_SHARED=1.
+/// An official OTLP JSON example from shared/ (beside the work tree, or
+/// `SONDE_SHARED`); a test fails when it is missing.
 fn example(name: &str) -> Option<Vec<u8>> {
     let dir = match std::env::var_os("SONDE_SHARED") {
         Some(s) => PathBuf::from(s).join("data/otlp-examples"),
@@ -21,13 +21,10 @@ fn example(name: &str) -> Option<Vec<u8>> {
     let path = dir.join(name);
     match std::fs::read(&path) {
         Ok(b) => Some(b),
-        Err(e) if std::env::var("SONDE_REQUIRE_SHARED").as_deref() == Ok("1") => {
-            panic!("{}: {e} (SONDE_REQUIRE_SHARED=1)", path.display())
-        }
-        Err(e) => {
-            println!("skipped: {}: {e}", path.display());
-            None
-        }
+        Err(e) => panic!(
+            "{}: {e}: the tests need the shared folder beside the work tree, or SONDE_SHARED",
+            path.display()
+        ),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Real brokers for the integration tests: Mosquitto (the Debian package)
 //! and tansu (a Kafka-compatible broker, `$SONDE_TANSU`), each on a free
-//! loopback port, killed when dropped. A missing binary skips the test
-//! with a message, unless `SONDE_REQUIRE_BROKERS=1` (CI), where it fails.
+//! loopback port, killed when dropped. A missing binary fails the test
+//! (scripts/test installs both).
 
 #![allow(dead_code)] // each test binary uses part of it
 
@@ -32,19 +32,14 @@ pub fn tansu_bin() -> PathBuf {
         })
 }
 
-/// True if every binary is there; else skips (prints why) or, in CI,
-/// fails.
+/// True when every binary is there; a missing one fails the test.
 pub fn have(bins: &[&Path]) -> bool {
     let missing: Vec<_> = bins.iter().filter(|b| !b.is_file()).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!("broker binaries missing: {missing:?}");
-    if std::env::var("SONDE_REQUIRE_BROKERS").as_deref() == Ok("1") {
-        panic!("{msg} (SONDE_REQUIRE_BROKERS=1)");
-    }
-    eprintln!("skipping: {msg}");
-    false
+    assert!(
+        missing.is_empty(),
+        "broker binaries missing: {missing:?}; scripts/test installs them"
+    );
+    true
 }
 
 pub fn free_port() -> u16 {
