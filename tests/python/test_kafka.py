@@ -19,7 +19,7 @@ from brokers import Tansu, distinct_values, otlp_gauge, wait_count, wait_value
 from harness import Sonde, logs_request, otlp_log, otlp_span, resource_logs, resource_spans, traces_request
 from test_remote_write import write_request
 
-pytest.importorskip("confluent_kafka")
+import confluent_kafka  # noqa: F401  (the producer; a missing package fails)
 
 TOPICS = ["otlp_metrics:otlp_proto:metrics", "otlp_spans:otlp_proto:traces",
           "otlp_logs:otlp_proto:logs", "metrics_json:otlp_json:metrics", "prom:remote_write",
@@ -105,6 +105,31 @@ def test_remote_write_line_protocol_and_json(broker):
         assert wait_value(s, 'rw_metric{env="prod"}', 42.0)
         assert wait_value(s, 'disk_used{host="h1"}', 0.5)
         assert wait_value(s, 'voltage{phase="L1"}', 229.5)
+    finally:
+        s.cleanup()
+
+
+def test_a_device_message_without_a_time_takes_the_messages_own_on_every_delivery(broker):
+    """No timestamp in the payload: the sample gets the Kafka message's
+    timestamp, not the time Sonde reads it, so a re-delivery (here: the
+    same message sent again) lands on the same point and is stored once."""
+    s = start_sonde(broker)
+    try:
+        stamp_ms = int(time.time() * 1000) - 120_000
+        p = broker.producer()
+        for _ in range(2):
+            p.produce("devices", json.dumps({"pressure_bar": 3.5}).encode(), timestamp=stamp_ms)
+        assert p.flush(20) == 0
+        deadline = time.monotonic() + 30
+        points = []
+        while time.monotonic() < deadline and not points:
+            series = s.matrix("pressure_bar[10m]", time.time())
+            points = [pt for pts in series.values() for pt in pts]
+            time.sleep(0.2)
+        time.sleep(2)  # the second delivery, had it made a second point
+        series = s.matrix("pressure_bar[10m]", time.time())
+        points = [pt for pts in series.values() for pt in pts]
+        assert points == [(stamp_ms, 3.5)], points
     finally:
         s.cleanup()
 

@@ -122,17 +122,19 @@ pub(crate) async fn store_records(
     json: bool,
     decode_body: impl FnOnce() -> Result<Vec<u8>, RequestError> + Send + 'static,
 ) -> Result<RecordsOutcome, RequestError> {
-    store_records_request(state, protocol, move || {
+    store_records_request(state, protocol, None, move || {
         RecordsRequest::decode(signal, json, &decode_body()?)
     })
     .await
 }
 
 /// Converts, stores and publishes to live tail what `decode` returns, on a
-/// blocking thread.
+/// blocking thread. Log records without any timestamp get `stamp_ms` (a
+/// broker message's own time, the same on re-delivery), or now.
 pub(crate) async fn store_records_request(
     state: &AppState,
     protocol: &'static str,
+    stamp_ms: Option<i64>,
     decode: impl FnOnce() -> Result<RecordsRequest, RequestError> + Send + 'static,
 ) -> Result<RecordsOutcome, RequestError> {
     let st = state.clone();
@@ -151,7 +153,9 @@ pub(crate) async fn store_records_request(
                 })
             }
             RecordsRequest::Logs(req) => {
-                let now_ns = st.clock.now_ms().saturating_mul(1_000_000);
+                let now_ns = stamp_ms
+                    .unwrap_or_else(|| st.clock.now_ms())
+                    .saturating_mul(1_000_000);
                 let batch = otlp::convert_logs(&req, &limits, now_ns);
                 let accepted = batch.logs.len() as u64;
                 store_logs(&st, batch.logs)?;

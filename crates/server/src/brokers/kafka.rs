@@ -193,6 +193,8 @@ enum Ended {
 struct Pending {
     route: usize,
     offset: i64,
+    /// The broker's timestamp of the message, the same on re-delivery.
+    stamp_ms: i64,
     payload: Vec<u8>,
     context: Vec<(String, String)>,
     headers: Option<OwnedHeaders>,
@@ -280,6 +282,11 @@ async fn consume_loop(
         let pending = Pending {
             route,
             offset: msg.offset(),
+            stamp_ms: msg
+                .timestamp()
+                .to_millis()
+                .filter(|t| *t > 0)
+                .unwrap_or_else(|| state.clock.now_ms()),
             payload: msg.payload().unwrap_or_default().to_vec(),
             context,
             headers: msg.headers().map(|h| h.detach()),
@@ -392,6 +399,7 @@ async fn handle(
     let m = Message {
         payload: p.payload.clone(),
         context: p.context.clone(),
+        stamp_ms: p.stamp_ms,
     };
     match ingest(state, "kafka", &routes[p.route], options, m).await {
         Ok(_) => state.metrics.broker_message("kafka", topic, "stored"),

@@ -68,6 +68,11 @@ pub struct Message {
     /// Attributes the transport derived (topic levels, headers, the key);
     /// they never replace what the payload itself says.
     pub context: Vec<(String, String)>,
+    /// The time that samples and records without a timestamp of their own
+    /// get: fixed once per message (Kafka: the broker's timestamp of the
+    /// message; MQTT: when it first arrived), so a retried or re-delivered
+    /// message lands on the same time and is stored once.
+    pub stamp_ms: i64,
 }
 
 /// Options of the payload decoders that have them.
@@ -90,6 +95,7 @@ pub async fn ingest(
     let Message {
         mut payload,
         context,
+        stamp_ms,
     } = msg;
     // Device payloads are checked and inflated by `decode_device`.
     if !is_device(route.encoding) {
@@ -123,12 +129,13 @@ pub async fn ingest(
                     } else {
                         Signal::Logs
                     };
-                    let outcome = store_records_request(state, transport, move || {
-                        let mut req = RecordsRequest::decode(signal, json, &payload)?;
-                        enrich_records(&mut req, &context);
-                        Ok(req)
-                    })
-                    .await?;
+                    let outcome =
+                        store_records_request(state, transport, Some(stamp_ms), move || {
+                            let mut req = RecordsRequest::decode(signal, json, &payload)?;
+                            enrich_records(&mut req, &context);
+                            Ok(req)
+                        })
+                        .await?;
                     Ok(Stored {
                         accepted: outcome.accepted,
                         rejected: outcome.rejected,
@@ -139,7 +146,7 @@ pub async fn ingest(
         Encoding::RemoteWrite | Encoding::Influx | Encoding::Json => {
             let (st, route, options) = (state.clone(), route.clone(), options.clone());
             tokio::task::spawn_blocking(move || {
-                let decoded = decode_device(&st, &route, &options, &payload, context)?;
+                let decoded = decode_device(&st, &route, &options, &payload, context, stamp_ms)?;
                 store_decoded(&st, transport, vec![decoded])
             })
             .await
@@ -188,18 +195,21 @@ pub struct Decoded {
     logs: Vec<sonde_model::records::LogRecord>,
 }
 
-/// Decodes a remote-write, line-protocol or JSON message. Blocking.
+/// Decodes a remote-write, line-protocol or JSON message; what has no
+/// timestamp gets `stamp_ms` (the message's, see [`Message::stamp_ms`]).
+/// Blocking.
 pub fn decode_device(
     st: &App,
     route: &Route,
     options: &DecodeOptions,
     payload: &[u8],
     context: Vec<(String, String)>,
+    stamp_ms: i64,
 ) -> Result<Decoded, Failure> {
     check_size(st, payload)?;
     let payload = inflate(st, payload.to_vec())?;
     let bad = |e: sonde_ingest::Error| Failure::Malformed(e.to_string());
-    let now_ms = st.clock.now_ms();
+    let now_ms = stamp_ms;
     let (mut metrics, logs) = match route.encoding {
         Encoding::RemoteWrite => {
             // Remote write is snappy-framed by its protocol; accept a bare

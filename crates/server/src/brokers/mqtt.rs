@@ -138,6 +138,9 @@ enum Polled {
 struct Received {
     topic: String,
     payload: Bytes,
+    /// When it first arrived: the time of what it carries without one, on
+    /// every retry (set as it is queued).
+    received_ms: i64,
     /// MQTT 5 user properties: context, like Kafka headers.
     properties: Vec<(String, String)>,
     ack: Ack,
@@ -164,6 +167,7 @@ impl EventLoop {
                         Polled::Publish(Box::new(Received {
                             topic: p.topic,
                             payload: p.payload,
+                            received_ms: 0,
                             properties: Vec::new(),
                             ack,
                         }))
@@ -191,6 +195,7 @@ impl EventLoop {
                         Polled::Publish(Box::new(Received {
                             topic: String::from_utf8_lossy(&p.topic).into_owned(),
                             payload: p.payload,
+                            received_ms: 0,
                             properties: p
                                 .properties
                                 .map(|pr| pr.user_properties)
@@ -349,7 +354,8 @@ async fn poll_loop(
                 });
                 connected.send_modify(|n| *n += 1);
             }
-            Polled::Publish(msg) => {
+            Polled::Publish(mut msg) => {
+                msg.received_ms = state.clock.now_ms();
                 let Some(i) = subs
                     .iter()
                     .position(|s| s.template.labels(&msg.topic).is_some())
@@ -387,7 +393,7 @@ async fn poll_loop(
 }
 
 /// A device message to decode: its route, payload and context labels.
-type DeviceItem = (Route, Bytes, Vec<(String, String)>);
+type DeviceItem = (Route, Bytes, Vec<(String, String)>, i64);
 
 /// Device messages stored with one WAL append, at most.
 const DEVICE_BATCH: usize = 256;
@@ -484,6 +490,7 @@ async fn store_devices(
                 subs[*i].route.clone(),
                 m.payload.clone(),
                 context_of(&subs[*i], m),
+                m.received_ms,
             )
         })
         .collect();
@@ -493,8 +500,8 @@ async fn store_devices(
         let stored = tokio::task::spawn_blocking(move || {
             let mut outcomes = Vec::with_capacity(items.len());
             let mut decoded = Vec::with_capacity(items.len());
-            for (route, payload, context) in items {
-                match super::decode_device(&st, &route, &options, &payload, context) {
+            for (route, payload, context, stamp_ms) in items {
+                match super::decode_device(&st, &route, &options, &payload, context, stamp_ms) {
                     Ok(d) => {
                         outcomes.push(Ok(()));
                         decoded.push(d);
@@ -535,7 +542,7 @@ async fn store_one(
     let mut attempt = 0;
     loop {
         let result = if sub.route.encoding == Encoding::Sparkplug {
-            match sparkplug.decode(&msg.topic, &msg.payload, state.clock.now_ms()) {
+            match sparkplug.decode(&msg.topic, &msg.payload, msg.received_ms) {
                 Ok(decoded) => {
                     if decoded.rebirth.is_some() {
                         // Sonde is not necessarily the primary host
@@ -555,6 +562,7 @@ async fn store_one(
             let m = Message {
                 payload: msg.payload.to_vec(),
                 context: context.clone(),
+                stamp_ms: msg.received_ms,
             };
             ingest(state, "mqtt", &sub.route, options, m).await
         };
