@@ -11,7 +11,8 @@ use serde::Deserialize;
 use sonde_store::{FsyncPolicy, StoreOptions};
 
 /// `SONDE_*` variables of the test and benchmark tooling, not settings.
-const TOOLING_ENV: [&str; 11] = [
+const TOOLING_ENV: [&str; 12] = [
+    "CRASH_POINT",
     "SHARED",
     "REQUIRE_SHARED",
     "REQUIRE_BROKERS",
@@ -46,6 +47,8 @@ pub struct Config {
     pub wal_fsync: String,
     /// Period of the fsync when `wal_fsync = "interval"`.
     pub wal_fsync_interval: String,
+    /// Size past which a WAL segment is closed and a new one begun.
+    pub wal_segment_size: String,
     /// Time range of a block cut from the in-memory head.
     pub block_range: String,
     /// How late a sample may arrive behind its series' newest one.
@@ -170,6 +173,7 @@ impl Default for Config {
             max_inflight_writes: 64,
             wal_fsync: "interval".into(),
             wal_fsync_interval: "1s".into(),
+            wal_segment_size: "128MiB".into(),
             block_range: "2h".into(),
             out_of_order_window: "30m".into(),
             future_tolerance: "10m".into(),
@@ -339,6 +343,12 @@ impl Config {
             future_tolerance_ms: ms("future_tolerance", &self.future_tolerance)?,
             retention_ms: ms("retention", &self.retention)?,
             retention_bytes: self.retention_budgets()?.0,
+            wal_segment_bytes: parse_size(&self.wal_segment_size).with_context(|| {
+                format!(
+                    "setting wal_segment_size: {:?} is not a size like 128MiB",
+                    self.wal_segment_size
+                )
+            })?,
             max_series: self.max_series,
             max_series_per_metric: self.max_series_per_metric,
             max_labels_per_series: self.max_labels_per_series,
@@ -601,6 +611,7 @@ impl Defaults for toml::Table {
             ("otlp_http_addr", &d.otlp_http_addr),
             ("wal_fsync", &d.wal_fsync),
             ("wal_fsync_interval", &d.wal_fsync_interval),
+            ("wal_segment_size", &d.wal_segment_size),
             ("block_range", &d.block_range),
             ("out_of_order_window", &d.out_of_order_window),
             ("future_tolerance", &d.future_tolerance),

@@ -83,6 +83,8 @@ pub struct StoreOptions {
     pub max_labels_per_series: usize,
     pub max_label_name_len: usize,
     pub max_label_value_len: usize,
+    /// A WAL segment is closed (and a new one started) past this size.
+    pub wal_segment_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -94,6 +96,7 @@ impl Default for StoreOptions {
             future_tolerance_ms: 10 * 60 * 1000,
             retention_ms: 15 * 24 * 3600 * 1000,
             retention_bytes: 0,
+            wal_segment_bytes: wal::SEGMENT_MAX_BYTES,
             max_series: 2_000_000,
             max_series_per_metric: 200_000,
             max_labels_per_series: 64,
@@ -186,6 +189,26 @@ pub struct StoreStats {
     pub compactions: AtomicU64,
 }
 
+/// A point where the crash tests kill the server (`SONDE_CRASH_POINT`,
+/// debug builds only): the process aborts there, as a `kill -9` landing
+/// at that instant would stop it, so recovery from each of the storage's
+/// multi-step operations is tested, not only from steady ingest. Release
+/// builds compile it to nothing.
+#[inline]
+pub fn crash_point(name: &str) {
+    #[cfg(debug_assertions)]
+    {
+        static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        let point = POINT.get_or_init(|| std::env::var("SONDE_CRASH_POINT").ok());
+        if point.as_deref() == Some(name) {
+            eprintln!("SONDE_CRASH_POINT: aborting at {name}");
+            std::process::abort();
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
+}
+
 /// Metrics that keep metadata (type, help, unit).
 pub const MAX_METADATA: usize = 100_000;
 
@@ -257,7 +280,7 @@ impl Store {
         // the WAL; samples of the newer ref go to the series of the older.
         let mut aliases: HashMap<u64, u64> = HashMap::new();
         let exemplars = ExemplarStore::new(max_exemplars);
-        let wal = Wal::open(&dir.join("wal"), opts.fsync, |rec| match rec {
+        let mut wal = Wal::open(&dir.join("wal"), opts.fsync, |rec| match rec {
             Record::Series { series_ref, labels } => {
                 if let Some(existing) = head.restore(series_ref, labels) {
                     aliases.insert(series_ref, existing);
@@ -292,6 +315,7 @@ impl Store {
                 }
             }
         })?;
+        wal.segment_bytes = opts.wal_segment_bytes.max(1);
         let head_range = head.time_range();
         tracing::info!(
             blocks = blocks.len(),

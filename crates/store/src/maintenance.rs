@@ -128,6 +128,8 @@ impl Store {
             blocks.push(Arc::new(block));
             blocks.sort_by_key(|b| (b.meta.min_t, b.meta.max_t));
         }
+        // The block is durable and the head and WAL still hold its data.
+        crate::crash_point("block-cut");
         for (_, s) in &series {
             s.data.lock().split_off_before(end);
         }

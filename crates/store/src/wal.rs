@@ -23,7 +23,7 @@ use sonde_model::{Labels, MetricMetadata, MetricType};
 
 use crate::{Error, Result};
 
-const SEGMENT_MAX_BYTES: u64 = 128 << 20;
+pub(crate) const SEGMENT_MAX_BYTES: u64 = 128 << 20;
 const REC_SERIES: u8 = 1;
 const REC_SAMPLES: u8 = 2;
 const REC_METADATA: u8 = 3;
@@ -85,6 +85,8 @@ struct Active {
 pub struct Wal {
     dir: PathBuf,
     policy: FsyncPolicy,
+    /// A segment is closed past this size (`StoreOptions::wal_segment_bytes`).
+    pub(crate) segment_bytes: u64,
     active: Mutex<Active>,
     /// Bytes of all segments and the checkpoint, for `/metrics` and retention.
     bytes: AtomicU64,
@@ -179,6 +181,7 @@ impl Wal {
         Ok(Wal {
             dir: dir.to_path_buf(),
             policy,
+            segment_bytes: SEGMENT_MAX_BYTES,
             active: Mutex::new(Active {
                 file,
                 seq,
@@ -232,7 +235,7 @@ impl Wal {
             )
             .into());
         }
-        if may_rotate && active.size > 0 && active.size + framed.len() as u64 > SEGMENT_MAX_BYTES {
+        if may_rotate && active.size > 0 && active.size + framed.len() as u64 > self.segment_bytes {
             self.rotate(&mut active)?;
         }
         if let Err(e) = active.file.write_all(framed) {
@@ -267,6 +270,7 @@ impl Wal {
             .append(true)
             .open(self.dir.join(segment_name(seq)))?;
         sync_dir(&self.dir)?;
+        crate::crash_point("wal-rotate");
         *active = Active {
             file,
             seq,
@@ -403,6 +407,8 @@ impl Wal {
         drop(f);
         fs::rename(&tmp, self.dir.join(format!("checkpoint.{last_closed}")))?;
         sync_dir(&self.dir)?;
+        // The checkpoint and the segments it replaces are both on disk.
+        crate::crash_point("checkpoint");
         for seq in segments {
             fs::remove_file(self.dir.join(segment_name(seq)))?;
         }
@@ -692,7 +698,7 @@ mod tests {
         wal.log_samples(&[s(1, 1, 1.0)]).unwrap();
         // The segment is full: the next series record still goes into it
         // (the head's index lock is held), the samples record rotates.
-        wal.active.lock().size = SEGMENT_MAX_BYTES - 1;
+        wal.active.lock().size = wal.segment_bytes - 1;
         let seq = wal.active.lock().seq;
         wal.log_series(7, &labels).unwrap();
         assert_eq!(wal.active.lock().seq, seq);
