@@ -40,7 +40,7 @@ export class Sonde {
   }
   async start() {
     const bin = sondeBin();
-    if (!existsSync(bin)) throw new Error(`sonde binary not found at ${bin}: build it with \`cargo build -p sonde-server\` or set SONDE_BIN`);
+    if (!existsSync(bin)) throw new Error(`sonde binary not found at ${bin}: build it with \`cargo build -p sonde-cli\` or set SONDE_BIN`);
     this.tmp = mkdtempSync(join(tmpdir(), 'sonde-ui-'));
     [this.apiPort, this.grpcPort, this.httpPort] = [await freePort(), await freePort(), await freePort()];
     this.url = `http://127.0.0.1:${this.apiPort}`;
