@@ -81,3 +81,28 @@ def test_several_queries_share_one_stream_and_the_last_step_is_resent(sonde):
     many = "&".join(["query=queue_depth"] * 21)
     r = sonde.get(f"/api/v1/stream/query_range?{many}")
     assert r.status_code == 400 and "at most 20" in r.json()["error"]
+
+
+def test_live_queries_are_capped_and_a_closed_one_frees_its_place(sonde_factory):
+    s = sonde_factory("--max-live-queries", "2")
+    path = "/api/v1/stream/query_range?query=vector(1)&range=1m&step=1s"
+    first, second = SseStream(s.api_url, path), SseStream(s.api_url, path)
+    try:
+        assert first.status == 200 and second.status == 200
+        r = s.get(path, timeout=5)
+        assert r.status_code == 429, r.text
+        assert "max_live_queries" in r.json()["error"]
+        first.close()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            third = SseStream(s.api_url, path)
+            if third.status == 200:
+                third.close()
+                break
+            third.close()
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the closed stream's place was never freed")
+    finally:
+        first.close()
+        second.close()

@@ -278,7 +278,6 @@ export function anomalyBody(ms, { score = 0.52, rule = 'LatencyAnomaly', observe
     eventName: 'anomaly.detected',
     body: { stringValue: `p95 latency of ${service} is ${observed}s, above the expected ${low}s to ${high}s (score ${score})` },
     attributes: kv({
-      'event.name': 'anomaly.detected',
       'alert.rule': rule,
       'anomaly.score': score,
       'anomaly.observed': observed,

@@ -39,6 +39,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub alerting: sonde_rules::Alerting,
     pub write_permits: Semaphore,
+    /// Live query streams open (`stream_api.rs`).
+    pub live_queries: Arc<std::sync::atomic::AtomicUsize>,
     pub query_permits: Semaphore,
 }
 
@@ -84,6 +86,7 @@ impl App {
         .map_err(anyhow::Error::msg)?;
         Ok(App {
             write_permits: Semaphore::new(config.max_inflight_writes.max(1)),
+            live_queries: Arc::default(),
             query_permits: Semaphore::new(config.max_concurrent_queries.max(1)),
             tail: Arc::new(Tail::new(
                 config.max_tail_subscribers,

@@ -75,6 +75,8 @@ pub struct Config {
     pub max_exemplars: usize,
     /// Live-tail subscribers at once.
     pub max_tail_subscribers: usize,
+    /// Live query streams (`/api/v1/stream/query_range`) open at once.
+    pub max_live_queries: usize,
     /// Bytes of spans and logs queued for one live-tail subscriber before
     /// it counts as too slow and is disconnected.
     pub tail_subscriber_buffer: String,
@@ -186,6 +188,7 @@ impl Default for Config {
             max_attribute_value_length: 4096,
             max_exemplars: 100_000,
             max_tail_subscribers: 64,
+            max_live_queries: 64,
             tail_subscriber_buffer: "4MiB".into(),
             max_series: 2_000_000,
             max_series_per_metric: 200_000,
@@ -655,6 +658,7 @@ impl Defaults for toml::Table {
             ("max_attribute_value_length", d.max_attribute_value_length),
             ("max_exemplars", d.max_exemplars),
             ("max_tail_subscribers", d.max_tail_subscribers),
+            ("max_live_queries", d.max_live_queries),
             ("max_series_per_metric", d.max_series_per_metric),
             ("max_labels_per_series", d.max_labels_per_series),
             ("max_label_name_length", d.max_label_name_length),

@@ -33,7 +33,28 @@ const MAX_QUERIES: usize = 20;
 /// just before the boundary are still arriving.
 const BOUNDARY_SLACK_MS: i64 = 50;
 
+/// Holds one of the `max_live_queries` places while its stream lives.
+struct Slot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Slot {
+    fn take(count: &std::sync::Arc<std::sync::atomic::AtomicUsize>, max: usize) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        if count.fetch_add(1, Ordering::AcqRel) >= max {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(count.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 struct Live {
+    _slot: Slot,
     state: AppState,
     exprs: Vec<String>,
     step_ms: i64,
@@ -113,7 +134,21 @@ pub async fn query_range(State(state): State<AppState>, RawQuery(q): RawQuery) -
                 "exceeded maximum resolution of 11,000 points per timeseries; use a larger step",
             ));
         }
+        // Each stream holds at most one window's result at a time, and a
+        // stalled client stops its evaluations (the stream is not polled):
+        // the cap on streams bounds what live queries can hold.
+        let slot = Slot::take(&state.live_queries, state.config.max_live_queries.max(1))
+            .ok_or_else(|| {
+                ApiError::new(
+                    "too_many_requests",
+                    format!(
+                        "{} live queries already streaming (max_live_queries)",
+                        state.config.max_live_queries
+                    ),
+                )
+            })?;
         Ok(Live {
+            _slot: slot,
             closing: state.tail.closing(),
             state: state.clone(),
             exprs,
