@@ -262,34 +262,6 @@ export function graphTraceBody(startMs, { error = false } = {}) {
   return { resourceSpans: Object.entries(by).map(([svc, ss]) => ({ resource: { attributes: kv({ 'service.name': svc, 'host.name': 'web-1' }) }, scopeSpans: [{ scope: { name: 'ui-test' }, spans: ss }] })) };
 }
 
-/**
- * An `anomaly.detected` event as the detector emits it: the anomalous
- * series' labels (`labels`, by default its `job`) as `series.*`
- * attributes, attributed to `service` and to the series' `host_name` (no
- * host without one). Scores are in [0, 1].
- */
-export function anomalyBody(ms, { score = 0.52, rule = 'LatencyAnomaly', observed = 0.9, low = 0.05, high = 0.3, service = 'checkout', labels = { job: service } } = {}) {
-  const series = '{' + Object.entries(labels).map(([k, v]) => `${k}="${v}"`).join(', ') + '}';
-  const resource = { 'service.name': service, ...(labels.host_name ? { 'host.name': labels.host_name } : {}) };
-  const record = {
-    timeUnixNano: ns(ms),
-    severityNumber: 13,
-    severityText: 'WARN',
-    eventName: 'anomaly.detected',
-    body: { stringValue: `p95 latency of ${service} is ${observed}s, above the expected ${low}s to ${high}s (score ${score})` },
-    attributes: kv({
-      'alert.rule': rule,
-      'anomaly.score': score,
-      'anomaly.observed': observed,
-      'anomaly.expected_low': low,
-      'anomaly.expected_high': high,
-      'anomaly.series': series,
-      ...Object.fromEntries(Object.entries(labels).map(([k, v]) => [`series.${k}`, v])),
-    }),
-  };
-  return { resourceLogs: [{ resource: { attributes: kv(resource) }, scopeLogs: [{ scope: { name: 'sonde.alerting' }, logRecords: [record] }] }] };
-}
-
 /** A gauge of one service: `points` as [ms, value]. */
 export function gaugeBody(service, name, points) {
   return {
@@ -390,4 +362,115 @@ export function hasDemo() {
   } catch {
     return false;
   }
+}
+
+/** `fmtNum` of ui/src/time.ts: how the pages print a score. */
+export function fmtNum(v, digits = 3) {
+  if (v === null || v === undefined || Number.isNaN(v)) return '–';
+  if (!isFinite(v)) return v > 0 ? '+Inf' : '-Inf';
+  const a = Math.abs(v);
+  if (a === 0) return '0';
+  if (a >= 1e9) return (v / 1e9).toFixed(2) + 'G';
+  if (a >= 1e6) return (v / 1e6).toFixed(2) + 'M';
+  if (a >= 1e4) return (v / 1e3).toFixed(1) + 'k';
+  if (a >= 100) return v.toFixed(0);
+  if (a >= 1) return v.toFixed(2);
+  return v.toPrecision(digits);
+}
+
+/** `scoreColor` of ui/src/anomaly.ts. */
+export function scoreColor(s) {
+  if (s === null || s === undefined) return 'var(--muted)';
+  return s >= 0.6 ? 'var(--bad)' : s >= 0.4 ? 'var(--warn)' : 'var(--accent)';
+}
+
+/**
+ * `anomaly.detected` events from the real detector, for the page tests: a
+ * fixture `sonde serve` stores ten minutes of a steady gauge for each spec
+ * ({service, metric (an OpenTelemetry name), rule, jumpTo, labels: the
+ * data points' attributes, e.g. {instance: 'db-1'}}), loads one
+ * anomaly rule per gauge only then (so each detector learns its gauge's
+ * history from the store before its first evaluation), and the gauges jump;
+ * the detector's first event of each rule is returned as /api/v1/events
+ * gives it, keyed by rule.
+ */
+export async function realAnomalies(specs) {
+  const { writeFileSync } = await import('node:fs');
+  const dir = mkdtempSync(join(tmpdir(), 'sonde-detector-'));
+  const fixture = await new Sonde('serve', { args: ['--rule-files', join(dir, '*.yml'), '--anomaly-detection', 'off'] }).start();
+  try {
+    const steady = (ms) => 10 + ((ms / 1000) % 7) * 0.1;
+    const body = (s, points) => {
+      const b = gaugeBody(s.service, s.metric, points);
+      for (const p of b.resourceMetrics[0].scopeMetrics[0].metrics[0].gauge.dataPoints) p.attributes = kv(s.labels ?? {});
+      return b;
+    };
+    const now = Date.now();
+    for (const s of specs) {
+      const history = [];
+      for (let t = now - 600_000; t < now; t += 1000) history.push([t, steady(t)]);
+      for (let i = 0; i < history.length; i += 200) await fixture.post('/v1/metrics', body(s, history.slice(i, i + 200)));
+    }
+    const rules = ['groups:', '  - name: detector', '    interval: 250ms', '    rules:'];
+    for (const s of specs) {
+      const matchers = Object.entries({ job: s.service, ...(s.labels ?? {}) }).map(([k, v]) => `${k}="${v}"`).join(', ');
+      rules.push(`      - alert: ${s.rule}`, `        expr: '${s.metric.replaceAll('.', '_')}{${matchers}}'`, '        anomaly: {score_above: 0.25, step: 1s}');
+    }
+    writeFileSync(join(dir, 'rules.yml'), rules.join('\n') + '\n');
+    const reload = await fetch(fixture.url + '/-/reload', { method: 'POST' });
+    if (!reload.ok) throw new Error(`reload: ${await reload.text()}`);
+    const started = Date.now();
+    const found = {};
+    while (Date.now() - started < 60_000 && Object.keys(found).length < specs.length) {
+      const t = Date.now();
+      for (const s of specs) {
+        const v = t - started > 4000 ? s.jumpTo ?? 80 : steady(t);
+        await fixture.post('/v1/metrics', body(s, [[t, v]]));
+      }
+      const events = await (await fetch(fixture.url + '/api/v1/events?name=anomaly.detected&limit=100')).json();
+      for (const e of events.data.logs) {
+        const rule = e.attributes['alert.rule'];
+        if (BigInt(e.timeUnixNano) / 1_000_000n >= BigInt(started + 4000) && !(rule in found)) found[rule] = e;
+      }
+      await sleep(250);
+    }
+    const missing = specs.filter((s) => !(s.rule in found)).map((s) => s.rule);
+    if (missing.length) throw new Error(`the detector found no anomaly for ${missing.join(', ')} within 60 s`);
+    return found;
+  } finally {
+    await fixture.stop();
+    fixture.cleanup?.();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** OTLP/JSON logs re-posting a real event as it was (resource, attributes, body), at `ms` when given. */
+export function eventBody(e, ms) {
+  const attributes = Object.entries(e.attributes).map(([key, v]) => ({
+    key,
+    value: typeof v === 'number' ? { doubleValue: v } : { stringValue: String(v) },
+  }));
+  const resource = { 'service.name': e.service, ...(e.host ? { 'host.name': e.host } : {}) };
+  return {
+    resourceLogs: [
+      {
+        resource: { attributes: kv(resource) },
+        scopeLogs: [
+          {
+            scope: { name: e.scope?.name ?? 'sonde.alerting' },
+            logRecords: [
+              {
+                timeUnixNano: ms === undefined ? e.timeUnixNano : ns(ms),
+                severityNumber: e.severityNumber,
+                severityText: e.severityText,
+                eventName: e.eventName,
+                body: { stringValue: e.body },
+                attributes,
+              },
+            ],
+          },
+        ],
+      },
+    ],
+  };
 }

@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, Sonde, feed, ensureResults, anomalyBody } from './harness.mjs';
+import { CHROMIUM, Sonde, feed, ensureResults, realAnomalies, eventBody, fmtNum, scoreColor } from './harness.mjs';
 
 const RESULTS = ensureResults();
 let sonde, feeder, browser, context;
@@ -261,12 +261,19 @@ test('hosts show per-second CPU, memory, network and disk', async () => {
 test('anomaly events mark the sparklines of their service and host, and the host\'s charts, at their times', async () => {
   // The server's own detectors may add events of their own as the feed goes on: the
   // markers of these two are told apart by their times.
+  // Real events: a checkout series, and a host series without a service
+  // label (the detector files it under its job, and the page under its instance).
+  const real = await realAnomalies([
+    { service: 'checkout', metric: 'checkout.latency', rule: 'CheckoutLatency', jumpTo: 80 },
+    { service: 'sonde-agent', metric: 'host.cpu', rule: 'HostCpu', jumpTo: 30, labels: { instance: 'db-1' } },
+  ]);
   const now = Date.now();
   const svcAt = now - 90_000;
   const hostAt = now - 150_000;
-  await sonde.post('/v1/logs', anomalyBody(svcAt, { score: 0.7, rule: 'CheckoutLatency' }));
-  // as the detector attributes a host series without a service label
-  await sonde.post('/v1/logs', anomalyBody(hostAt, { score: 0.45, rule: 'HostCpu', service: 'sonde', labels: { instance: 'db-1' } }));
+  await sonde.post('/v1/logs', eventBody(real.CheckoutLatency, svcAt));
+  await sonde.post('/v1/logs', eventBody(real.HostCpu, hostAt));
+  const svcScore = Number(real.CheckoutLatency.attributes['anomaly.score']);
+  const hostScore = Number(real.HostCpu.attributes['anomaly.score']);
   const page = await open('/overview?range=15m&refresh=1s');
   const at = (sel, t) => page.$$eval(sel, (ms, t) => ms.filter((m) => Number(m.dataset.t) === t).map((m) => ({ color: m.querySelector('line')?.getAttribute('stroke') ?? m.style.color, title: m.querySelector('title')?.textContent ?? m.title })), t);
   const checkout = '[data-testid=service-row][data-service=checkout] [data-testid=spark-marker]';
@@ -274,8 +281,8 @@ test('anomaly events mark the sparklines of their service and host, and the host
   // one on each of the row's three sparklines (rate, errors, p95)
   assert.equal(await page.$$eval('[data-testid=service-row][data-service=checkout] svg.spark', (ss) => ss.filter((s) => s.querySelector('[data-testid=spark-marker]')).length), 3);
   for (const m of await at(checkout, svcAt / 1000)) {
-    assert.equal(m.color, 'var(--bad)');
-    assert.match(m.title, /CheckoutLatency.*score 0\.700\np95 latency of checkout/);
+    assert.equal(m.color, scoreColor(svcScore));
+    assert.ok(m.title.includes(`(CheckoutLatency) · score ${fmtNum(svcScore, 3)}\n${real.CheckoutLatency.body}`), m.title);
   }
   assert.ok(Number(await page.$eval('[data-testid=service-row][data-service=checkout]', (r) => r.dataset.anomalies)) >= 1);
   for (const s of ['frontend', 'payments']) assert.deepEqual(await at(`[data-testid=service-row][data-service=${s}] [data-testid=spark-marker]`, svcAt / 1000), [], s);
@@ -288,8 +295,8 @@ test('anomaly events mark the sparklines of their service and host, and the host
   const charts = '[data-testid=host-chart] [data-testid=chart-marker]';
   await page.waitForFunction(([sel, t]) => [...document.querySelectorAll(sel)].filter((m) => Number(m.dataset.t) === t).length === 4, [charts, hostAt / 1000], { timeout: 15_000 });
   const hostMarks = await at(charts, hostAt / 1000);
-  assert.deepEqual(hostMarks.map((m) => m.color), Array(4).fill('var(--warn)'));
-  for (const m of hostMarks) assert.match(m.title, /HostCpu.*score 0\.450\np95 latency of sonde/);
+  assert.deepEqual(hostMarks.map((m) => m.color), Array(4).fill(scoreColor(hostScore)));
+  for (const m of hostMarks) assert.ok(m.title.includes(`(HostCpu) · score ${fmtNum(hostScore, 3)}\n${real.HostCpu.body}`), m.title);
   await shot(page, 'hosts-anomalies');
   // web-1's have neither
   await page.goto(sonde.url + '/hosts?range=15m&refresh=1s&host=web-1');
