@@ -254,17 +254,20 @@ impl SpanKind {
         }
     }
 
+    /// Every kind, in the order of their numbers.
+    pub const ALL: [SpanKind; 6] = [
+        SpanKind::Unspecified,
+        SpanKind::Internal,
+        SpanKind::Server,
+        SpanKind::Client,
+        SpanKind::Producer,
+        SpanKind::Consumer,
+    ];
+
     pub fn parse(s: &str) -> Option<SpanKind> {
-        [
-            SpanKind::Unspecified,
-            SpanKind::Internal,
-            SpanKind::Server,
-            SpanKind::Client,
-            SpanKind::Producer,
-            SpanKind::Consumer,
-        ]
-        .into_iter()
-        .find(|k| k.as_str().eq_ignore_ascii_case(s))
+        SpanKind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s))
     }
 }
 

@@ -73,14 +73,7 @@ mod tests {
 
     #[test]
     fn the_request_matcher_selects_exactly_the_request_kinds() {
-        for kind in [
-            SpanKind::Unspecified,
-            SpanKind::Internal,
-            SpanKind::Server,
-            SpanKind::Client,
-            SpanKind::Producer,
-            SpanKind::Consumer,
-        ] {
+        for kind in SpanKind::ALL {
             let label = kind_label(kind);
             let alternatives = REQUEST_MATCHER
                 .split('"')

@@ -22,16 +22,9 @@ use crate::procfs::{Reader, Roots};
 /// Every collector's name, in collection order: the policy protocol's list.
 pub use sonde_policy::COLLECTORS as ALL;
 
-/// The collectors enabled when neither flags nor a policy say otherwise.
-pub const DEFAULT: [&str; 7] = [
-    "cpu",
-    "load",
-    "memory",
-    "disk",
-    "filesystem",
-    "network",
-    "pressure",
-];
+/// The collectors enabled when neither flags nor a policy say otherwise:
+/// all but `processes`, the last.
+pub const DEFAULT: &[&str] = ALL.split_at(ALL.len() - 1).0;
 
 /// What every collector may use during a tick.
 pub struct Ctx<'a> {
