@@ -68,6 +68,18 @@ def test_a_replayed_and_retried_hour_of_traces_is_counted_once_in_its_own_time(s
     # The service graph of that past half hour has the call, counted once.
     edges = 'sum(traces_service_graph_request_total{client="frontend",server="checkout"})'
     wait_value(sonde, edges, end + 10, 180.0)
+    # The critical path of each trace, in its own time: checkout's 37 ms of
+    # every 50 ms request; frontend waits on it, and is charged only its own
+    # 11 ms (and 2 ms of its client span).
+    traces = 'sum(sonde_critical_path_traces_total{root_service="frontend",root_operation="GET /buy"})'
+    wait_value(sonde, traces, end + 10, 180.0)
+    on_path = sonde.vector('sum by (service, operation) (sonde_critical_path_seconds_total{root_operation="GET /buy"})',
+                           time=end + 10)
+    got = {(dict(k)["service"], dict(k)["operation"]): v for k, v in on_path.items()}
+    assert got.keys() == {("checkout", "POST /checkout"), ("frontend", "GET /buy"), ("frontend", "POST /checkout")}, got
+    assert abs(got[("checkout", "POST /checkout")] - 180 * 0.037) < 1e-6, got
+    assert abs(got[("frontend", "GET /buy")] - 180 * 0.011) < 1e-6, got
+    assert sonde.vector(traces, time=hour_ago / SEC - 60) == {}
     graph = sonde.api("/api/v1/service_graph", {"start": hour_ago / SEC, "end": end})
     pairs = {(e["source"], e["target"]) for e in graph["edges"]}
     assert ("frontend", "checkout") in pairs, graph

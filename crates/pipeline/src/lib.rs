@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use sonde_model::records::{LogRecord, SpanRecord};
 use sonde_model::Series;
 
+pub mod critical_path;
 pub mod histogram;
 pub mod names;
 pub mod servicegraph;
@@ -73,6 +74,11 @@ pub struct Options {
     pub lateness_ms: i64,
     /// Keys not updated for this long (event time) are dropped.
     pub idle_ms: i64,
+    /// A trace is final once none of its spans arrived for this long.
+    pub trace_quiet_ms: i64,
+    /// Traces held open at once for the critical path; past it, the one
+    /// quiet the longest is finalised early.
+    pub max_open_traces: usize,
 }
 
 impl Default for Options {
@@ -80,6 +86,8 @@ impl Default for Options {
         Options {
             lateness_ms: 2_000,
             idle_ms: 15 * 60_000,
+            trace_quiet_ms: 5_000,
+            max_open_traces: 50_000,
         }
     }
 }
@@ -94,11 +102,13 @@ impl Pipeline {
         }
     }
 
-    /// The processors every server runs: RED metrics and the service graph.
+    /// The processors every server runs: RED metrics, the service graph
+    /// and the critical path.
     pub fn standard(opts: &Options) -> Pipeline {
         Pipeline::new(vec![
             Box::new(spanmetrics::SpanMetrics::new(opts)),
             Box::new(servicegraph::ServiceGraph::new(opts)),
+            Box::new(critical_path::CriticalPath::new(opts)),
         ])
     }
 

@@ -19,6 +19,16 @@ pub const GRAPH_REQUESTS_FAILED: &str = "traces_service_graph_request_failed_tot
 pub const GRAPH_CLIENT_SECONDS: &str = "traces_service_graph_request_client_seconds";
 pub const GRAPH_SERVER_SECONDS: &str = "traces_service_graph_request_server_seconds";
 
+/// Seconds of own time on traces' critical paths, per `root_service`,
+/// `root_operation` (the trace's entry) and the `service` and `operation`
+/// that spent them; weighted by sampling probability.
+pub const CRITICAL_PATH_SECONDS: &str = "sonde_critical_path_seconds_total";
+/// Traces whose critical path was measured, per `root_service` and
+/// `root_operation`.
+pub const CRITICAL_PATH_TRACES: &str = "sonde_critical_path_traces_total";
+pub const LABEL_ROOT_SERVICE: &str = "root_service";
+pub const LABEL_ROOT_OPERATION: &str = "root_operation";
+
 pub const LABEL_SERVICE: &str = "service_name";
 pub const LABEL_SPAN_NAME: &str = "span_name";
 pub const LABEL_SPAN_KIND: &str = "span_kind";

@@ -300,6 +300,7 @@ pub(crate) mod tests {
         let opts = Options {
             lateness_ms: 0,
             idle_ms: 60_000,
+            ..Options::default()
         };
         let mut m = SpanMetrics::new(&opts);
         m.on_spans(&[span("api", 1, None, SpanKind::Server, 5, false)], NOW);

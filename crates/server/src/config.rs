@@ -119,6 +119,11 @@ pub struct Config {
     pub pipeline_lateness: String,
     /// Derived series not updated for this long (data time) are dropped.
     pub pipeline_idle: String,
+    /// A trace is final, and its critical path measured, once none of its
+    /// spans arrived for this long.
+    pub trace_quiet: String,
+    /// Traces held open at once for the critical path.
+    pub max_open_traces: usize,
     /// Recently stored spans and log records remembered to drop their
     /// re-deliveries (0: off).
     pub dedup_window_records: usize,
@@ -210,6 +215,8 @@ impl Default for Config {
             anomaly_step: "1s".into(),
             pipeline_lateness: "2s".into(),
             pipeline_idle: "15m".into(),
+            trace_quiet: "5s".into(),
+            max_open_traces: 50_000,
             dedup_window_records: sonde_records::DEFAULT_DEDUP_WINDOW,
             kafka_brokers: String::new(),
             kafka_group_id: "sonde".into(),
@@ -462,6 +469,8 @@ impl Config {
         Ok(sonde_pipeline::Options {
             lateness_ms: ms("pipeline_lateness", &self.pipeline_lateness)?,
             idle_ms: ms("pipeline_idle", &self.pipeline_idle)?.max(1_000),
+            trace_quiet_ms: ms("trace_quiet", &self.trace_quiet)?,
+            max_open_traces: self.max_open_traces.max(1),
         })
     }
 
@@ -634,6 +643,7 @@ impl Defaults for toml::Table {
             ("anomaly_step", &d.anomaly_step),
             ("pipeline_lateness", &d.pipeline_lateness),
             ("pipeline_idle", &d.pipeline_idle),
+            ("trace_quiet", &d.trace_quiet),
             ("kafka_brokers", &d.kafka_brokers),
             ("kafka_group_id", &d.kafka_group_id),
             ("kafka_instance_id", &d.kafka_instance_id),
@@ -655,6 +665,7 @@ impl Defaults for toml::Table {
             ("max_series", d.max_series),
             ("max_record_attributes", d.max_record_attributes),
             ("dedup_window_records", d.dedup_window_records),
+            ("max_open_traces", d.max_open_traces),
             ("max_attribute_value_length", d.max_attribute_value_length),
             ("max_exemplars", d.max_exemplars),
             ("max_tail_subscribers", d.max_tail_subscribers),
