@@ -31,6 +31,10 @@ pub const MIN_CHANGE: f64 = 0.5;
 /// half, which is chance, not an incident.
 pub const MIN_CHANGE_ERRORS: f64 = 1.0;
 
+/// The least change of p95 latency, in seconds, that counts: the width of
+/// the span-duration histogram's first bucket.
+pub const LATENCY_MIN_DELTA: f64 = sonde_pipeline::histogram::BUCKETS[0];
+
 /// How long an alert stays firing after its series stops being anomalous:
 /// a score hovering at the threshold is one alert, not a flapping one (and
 /// one event, as an episode lasts until a minute without anomaly).
@@ -126,8 +130,16 @@ fn specs() -> Vec<(&'static str, String, &'static str, f64)> {
 pub fn text() -> String {
     let mut out = format!("groups:\n  - name: {GROUP}\n    rules:\n");
     for (name, expr, summary, min_change) in specs() {
+        // p95 latency within the span-duration histogram's first bucket is
+        // interpolation, not measurement: a change smaller than that bucket
+        // is noise however rare it looks.
+        let min_delta = if name == "ServiceLatencyP95" {
+            LATENCY_MIN_DELTA
+        } else {
+            0.0
+        };
         out.push_str(&format!(
-            "      - alert: {name}\n        expr: '{}'\n        anomaly: {{score_above: {SCORE_ABOVE}, min_change: {min_change}}}\n        keep_firing_for: {KEEP_FIRING_FOR}\n        labels: {{severity: info}}\n        annotations:\n          summary: '{summary}'\n          description: '{{{{ $explanation }}}}'\n",
+            "      - alert: {name}\n        expr: '{}'\n        anomaly: {{score_above: {SCORE_ABOVE}, min_change: {min_change}, min_delta: {min_delta}}}\n        keep_firing_for: {KEEP_FIRING_FOR}\n        labels: {{severity: info}}\n        annotations:\n          summary: '{summary}'\n          description: '{{{{ $explanation }}}}'\n",
             expr.replace('\'', "''"),
         ));
     }

@@ -53,6 +53,12 @@ fn the_group_follows_the_setting() {
             MIN_CHANGE
         };
         assert_eq!(spec.anomaly_min_change, min_change, "{}", r.name);
+        let min_delta = if r.name == "ServiceLatencyP95" {
+            LATENCY_MIN_DELTA
+        } else {
+            0.0
+        };
+        assert_eq!(spec.anomaly_min_delta, min_delta, "{}", r.name);
         assert!(spec.hold.is_zero());
         assert_eq!(spec.keep_firing_for, Duration::from_secs(60));
         assert_eq!(r.labels, vec![("severity".into(), "info".into())]);

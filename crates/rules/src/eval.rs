@@ -447,7 +447,7 @@ fn score_anomalies(
     samples: Vec<(Labels, f64)>,
     t: i64,
     threshold: f64,
-    min_change: f64,
+    (min_change, min_delta): (f64, f64),
     step: Duration,
 ) -> Vec<(Labels, f64, Option<Assessment>)> {
     let step = step.as_millis() as i64;
@@ -462,8 +462,9 @@ fn score_anomalies(
             .or_insert_with(|| Watched::new(t));
         let a = w.assess(t, v, step);
         let expected = (a.expected_low + a.expected_high) / 2.0;
-        let change = (a.observed - expected).abs() / expected.abs().max(1e-9);
-        if a.score >= threshold && change >= min_change {
+        let delta = (a.observed - expected).abs();
+        let change = delta / expected.abs().max(1e-9);
+        if a.score >= threshold && change >= min_change && delta >= min_delta {
             out.push((labels, a.score, Some(a)));
         }
     }
@@ -555,7 +556,8 @@ fn eval_alerting(
             if !rs.seeded {
                 seed_detectors(backend, rule, rs, &samples, t, step.as_millis() as i64);
             }
-            score_anomalies(rs, samples, t, threshold, spec.anomaly_min_change, step)
+            let min = (spec.anomaly_min_change, spec.anomaly_min_delta);
+            score_anomalies(rs, samples, t, threshold, min, step)
         }
         None => samples.into_iter().map(|(l, v)| (l, v, None)).collect(),
     };

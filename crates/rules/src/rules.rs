@@ -68,6 +68,8 @@ struct AnomalyYaml {
     #[serde(default)]
     min_change: Option<f64>,
     #[serde(default)]
+    min_delta: Option<f64>,
+    #[serde(default)]
     step: Option<String>,
 }
 
@@ -119,6 +121,10 @@ pub struct AlertSpec {
     /// says how rare a deviation is for this series, not how large: on a
     /// very steady series a 15% drift is as rare as a fourfold jump.
     pub anomaly_min_change: f64,
+    /// Anomaly rules: how far, in the series' own unit, the observed value
+    /// must also be from the expected one (0: any distance): below a
+    /// measurement's resolution a change is noise, however rare.
+    pub anomaly_min_delta: f64,
     /// Anomaly rules: how often a detector learns a point (`None`: the
     /// group's interval, at least the `anomaly_step` setting). Evaluations in
     /// between are scored without being learnt, so the detector's memory is
@@ -318,6 +324,10 @@ fn parse_rule(
     if !(anomaly_min_change >= 0.0 && anomaly_min_change.is_finite()) {
         errors.push(format!("{at}: anomaly min_change must be 0 or more"));
     }
+    let anomaly_min_delta = r.anomaly.as_ref().and_then(|a| a.min_delta).unwrap_or(0.0);
+    if !(anomaly_min_delta >= 0.0 && anomaly_min_delta.is_finite()) {
+        errors.push(format!("{at}: anomaly min_delta must be 0 or more"));
+    }
     let anomaly = r
         .anomaly
         .map(|a| a.score_above.unwrap_or(DEFAULT_ANOMALY_SCORE));
@@ -361,6 +371,7 @@ fn parse_rule(
             annotations,
             anomaly,
             anomaly_min_change,
+            anomaly_min_delta,
             anomaly_step,
         }),
     })
@@ -491,6 +502,7 @@ groups:
         anomaly:
           score_above: 0.8
           min_change: 0.5
+          min_delta: 0.25
           step: 10s
         annotations:
           description: "{{ $explanation }}"
@@ -520,10 +532,14 @@ groups:
         };
         assert_eq!(a.anomaly, Some(0.8));
         assert_eq!(a.anomaly_min_change, 0.5);
+        assert_eq!(a.anomaly_min_delta, 0.25);
         assert_eq!(a.anomaly_step, Some(Duration::from_secs(10)));
         let negative = GOOD.replace("min_change: 0.5", "min_change: -1");
         let err = parse_file("r.yml", &negative, Duration::from_secs(1)).unwrap_err();
         assert!(err.contains("min_change"), "{err}");
+        let negative = GOOD.replace("min_delta: 0.25", "min_delta: -1");
+        let err = parse_file("r.yml", &negative, Duration::from_secs(1)).unwrap_err();
+        assert!(err.contains("min_delta"), "{err}");
     }
 
     #[test]
